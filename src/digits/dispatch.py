@@ -1,0 +1,52 @@
+"""Run ensemble members one after another, in parallel processes (joblib), or on a Dask cluster."""
+
+import contextlib
+import os
+
+
+def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, log=print):
+    """Train the members in `todo`; each writes its own folder, so they are independent."""
+    from .train import member_dir
+
+    arrays = (
+        inputs.pixels[train_index],
+        inputs.labels[train_index],
+        inputs.pixels[holdout_index],
+        inputs.labels[holdout_index],
+        inputs.test_pixels,
+    )
+    if jobs <= 1 and not cluster:
+        from .member import train_member
+
+        for index in todo:
+            train_member(cfg, index, *arrays, member_dir(run_dir, index), log=log)
+        return
+    import joblib
+
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if not cluster else 0
+    with _backend(cluster):
+        joblib.Parallel(n_jobs=jobs if not cluster else len(todo))(
+            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(member_dir(run_dir, index)), threads)
+            for index in todo
+        )
+
+
+def _train_in_worker(cfg, index, arrays, member_dir, threads):
+    """Entry point in a worker process: import TensorFlow there, not in the parent."""
+    from .member import train_member
+
+    return train_member(cfg, index, *arrays, member_dir, threads=threads, log=lambda m: print(m, flush=True))
+
+
+@contextlib.contextmanager
+def _backend(cluster):
+    import joblib
+
+    if not cluster:
+        with joblib.parallel_backend("loky"):
+            yield
+        return
+    from dask.distributed import Client
+
+    with Client(cluster) as client, joblib.parallel_backend("dask", client=client):
+        yield

@@ -1,0 +1,84 @@
+"""What a run was made from: input hashes, resolved config, seeds, versions, code commit, host, times."""
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import atomic
+from .config import PROJECT_ROOT, TrainConfig
+
+MANIFEST_FILE = "manifest.json"
+
+
+def _git(*args) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_info() -> dict:
+    """CPU model, core count, bf16/AMX support and visible GPUs of this machine."""
+    import os
+
+    import tensorflow as tf
+
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "cpu_flags": extras, "gpus": gpus,
+            "platform": platform.platform()}
+
+
+def versions() -> dict:
+    import keras
+    import numpy
+    import tensorflow
+
+    return {"python": sys.version.split()[0], "tensorflow": tensorflow.__version__, "keras": keras.__version__,
+            "numpy": numpy.__version__}
+
+
+def start(run_dir: Path, cfg: TrainConfig, inputs_sha256: dict, started: float):
+    """Write the manifest when a run starts."""
+    manifest = {
+        "inputs_sha256": inputs_sha256,
+        "config": cfg.to_dict(),
+        "seeds": [cfg.seed * 1000 + i for i in range(cfg.members)],
+        "versions": versions(),
+        "git_commit": _git("rev-parse", "HEAD") or None,
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "finished": None,
+        "host": host_info(),
+    }
+    atomic.write_text(Path(run_dir) / MANIFEST_FILE, json.dumps(manifest, indent=2))
+
+
+def finish(run_dir: Path):
+    """Stamp the manifest with the time training finished."""
+    manifest = read(run_dir)
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    atomic.write_text(Path(run_dir) / MANIFEST_FILE, json.dumps(manifest, indent=2))
+
+
+def read(run_dir: Path) -> dict:
+    path = Path(run_dir) / MANIFEST_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

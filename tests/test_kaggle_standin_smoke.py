@@ -1,0 +1,309 @@
+"""Smoke tests: the real kaggle CLI (2.x) against the loopback KaggleStandIn on port 80."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from kaggle_standin import KaggleStandIn, cli_env
+
+KAGGLE = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "kaggle")
+AUTH_HELP = "Authentication required to call the Kaggle API."
+RULES_403 = (
+    "You must accept this competition's rules before you'll be able to download files."
+)
+
+
+def make_zip() -> bytes:
+    """A tiny stand-in for the digit-recognizer data zip."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("train.csv", "label,pixel0,pixel1\n1,0,255\n7,12,0\n")
+        zf.writestr("test.csv", "pixel0,pixel1\n0,0\n3,4\n")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """Temporary HOME whose ~/.kaggle/kaggle.json holds fake legacy credentials."""
+    cfg = tmp_path / "home" / ".kaggle"
+    cfg.mkdir(parents=True)
+    (cfg / "kaggle.json").write_text(
+        json.dumps({"username": "testuser", "key": secrets.token_hex(16)})
+    )
+    (cfg / "kaggle.json").chmod(0o600)
+    return tmp_path / "home"
+
+
+def kaggle(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run the real kaggle CLI with an isolated environment; echo its output for -s runs."""
+    env.setdefault("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
+    env = {k: v for k, v in env.items() if v}  # an empty value means "leave unset"
+    proc = subprocess.run(
+        [KAGGLE, *args],
+        env=cli_env(str(home), **env),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    print(
+        f"$ kaggle {' '.join(args)}  -> rc={proc.returncode}\n--stdout--\n{proc.stdout}\n--stderr--\n{proc.stderr}"
+    )
+    return proc
+
+
+def test_download_all_and_single_file(home: Path, tmp_path: Path) -> None:
+    """`competitions download` saves <competition>.zip byte-identical; `-f` saves the member."""
+    data = make_zip()
+    with KaggleStandIn(data) as server:
+        proc = kaggle(
+            home,
+            "competitions",
+            "download",
+            "digit-recognizer",
+            "-p",
+            str(tmp_path / "dl"),
+        )
+        assert proc.returncode == 0
+        assert os.listdir(tmp_path / "dl") == ["digit-recognizer.zip"]
+        assert (tmp_path / "dl" / "digit-recognizer.zip").read_bytes() == data
+        assert "Downloading digit-recognizer.zip to" in proc.stdout
+
+        proc = kaggle(
+            home,
+            "competitions",
+            "download",
+            "digit-recognizer",
+            "-f",
+            "train.csv",
+            "-p",
+            str(tmp_path / "one"),
+        )
+        assert proc.returncode == 0
+        assert (tmp_path / "one" / "train.csv").read_bytes() == server.member(
+            "train.csv"
+        )
+
+    api = [r for r in server.requests if r["method"] == "POST"]
+    assert [r["json"] for r in api] == [
+        {"competitionName": "digit-recognizer"},
+        {"competitionName": "digit-recognizer", "fileName": "train.csv"},
+    ]
+    # Basic auth on the API call and on the redirected GET
+    assert {r["user"] for r in server.requests} == {"testuser"}
+
+
+def test_submit_and_list_submissions(home: Path) -> None:
+    """`competitions submit` uploads the exact bytes with the message; `submissions` lists the score."""
+    sub = home / "submission.csv"
+    sub.write_bytes(b"ImageId,Label\r\n1,2\r\n2,0\r\n")
+    with KaggleStandIn(make_zip()) as server:
+        proc = kaggle(
+            home,
+            "competitions",
+            "submit",
+            "digit-recognizer",
+            "-f",
+            str(sub),
+            "-m",
+            "cnn v1: 5 epochs",
+        )
+        assert proc.returncode == 0
+        assert "Successfully submitted to Digit Recognizer" in proc.stdout
+        assert len(server.submissions) == 1
+        got = server.submissions[0]
+        assert got["content"] == sub.read_bytes()
+        assert got["message"] == "cnn v1: 5 epochs"
+        assert got["file_name"] == "submission.csv"
+
+        proc = kaggle(home, "competitions", "submissions", "digit-recognizer")
+        assert proc.returncode == 0
+        assert "submission.csv" in proc.stdout and server.public_score in proc.stdout
+        assert "cnn v1: 5 epochs" in proc.stdout
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failures_exit_nonzero(home: Path, tmp_path: Path, status: int) -> None:
+    """401 prints the CLI's generic auth help on stdout; 403 prints the server's message on stderr."""
+    sub = home / "submission.csv"
+    sub.write_text("ImageId,Label\n1,2\n")
+    with KaggleStandIn(make_zip()) as server:
+        server.fail_with = status
+        download = kaggle(
+            home,
+            "competitions",
+            "download",
+            "digit-recognizer",
+            "-p",
+            str(tmp_path / "dl"),
+        )
+        submit = kaggle(
+            home,
+            "competitions",
+            "submit",
+            "digit-recognizer",
+            "-f",
+            str(sub),
+            "-m",
+            "x",
+        )
+    for proc in (download, submit):
+        assert proc.returncode == 1
+        if status == 401:
+            assert (
+                proc.stdout.startswith(AUTH_HELP) and proc.stdout.count(AUTH_HELP) == 1
+            )
+            assert proc.stderr == ""
+        else:
+            assert proc.stdout == ""
+            assert proc.stderr == RULES_403 + "\n"
+    assert not (tmp_path / "dl").exists()
+    # nothing is attempted after the first refusal
+    assert server.submissions == [] and len(server.requests) == 2
+
+
+def test_no_credentials_makes_no_network_call(tmp_path: Path) -> None:
+    """Without any credentials the CLI prints its auth help twice and exits 1 before any request."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with KaggleStandIn(make_zip()) as server:
+        proc = kaggle(
+            bare,
+            "competitions",
+            "download",
+            "digit-recognizer",
+            "-p",
+            str(tmp_path / "dl"),
+            KAGGLE_CONFIG_DIR="",
+        )
+    assert proc.returncode == 1
+    # printed once by `import kaggle` and once more by main()
+    assert proc.stdout.count(AUTH_HELP) == 2
+    assert proc.stderr == ""
+    assert server.requests == []
+    # side effect: the CLI creates its XDG config dir
+    assert (bare / ".config" / "kaggle").is_dir()
+
+
+@pytest.mark.parametrize(
+    "source", ["kaggle_config_dir", "username_key_env", "api_token_env"]
+)
+def test_credential_sources(tmp_path: Path, source: str) -> None:
+    """KAGGLE_CONFIG_DIR/kaggle.json and KAGGLE_USERNAME+KAGGLE_KEY give Basic auth; KAGGLE_API_TOKEN gives Bearer."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    env = {"KAGGLE_CONFIG_DIR": ""}
+    if source == "kaggle_config_dir":
+        cfg = tmp_path / "cfg"
+        cfg.mkdir()
+        (cfg / "kaggle.json").write_text(
+            json.dumps({"username": "cfguser", "key": "k1"})
+        )
+        (cfg / "kaggle.json").chmod(0o600)
+        env["KAGGLE_CONFIG_DIR"] = str(cfg)
+    elif source == "username_key_env":
+        env.update(KAGGLE_USERNAME="envuser", KAGGLE_KEY="k2")
+    else:
+        env["KAGGLE_API_TOKEN"] = "KGAT_" + secrets.token_hex(8)
+    with KaggleStandIn(make_zip()) as server:
+        proc = kaggle(bare, "competitions", "submissions", "digit-recognizer", **env)
+    assert proc.returncode == 0
+    auth = [r["headers"].get("Authorization") for r in server.requests]
+    if source == "api_token_env":
+        # the token is introspected once (at `import kaggle`) before the real call
+        assert server.paths()[0] == "/api/v1/security.OAuthService/IntrospectToken"
+        assert set(auth) == {"Bearer " + env["KAGGLE_API_TOKEN"]}
+    else:
+        assert {r["user"] for r in server.requests} == {
+            "cfguser" if source == "kaggle_config_dir" else "envuser"
+        }
+
+
+def test_connection_refused_and_https_proxy(home: Path, tmp_path: Path) -> None:
+    """With nothing on port 80 the CLI exits 1 with urllib3's text; in PROD mode it honours HTTPS_PROXY."""
+    proc = kaggle(
+        home, "competitions", "download", "digit-recognizer", "-p", str(tmp_path / "dl")
+    )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith(
+        "HTTPConnectionPool(host='localhost', port=80): Max retries exceeded"
+    )
+    assert "Connection refused" in proc.stderr
+
+    # the stand-in now plays a (refusing) HTTPS proxy for api.kaggle.com
+    with KaggleStandIn(make_zip()) as server:
+        proc = kaggle(
+            home,
+            "competitions",
+            "download",
+            "digit-recognizer",
+            "-p",
+            str(tmp_path / "dl"),
+            KAGGLE_API_ENVIRONMENT="PROD",
+            HTTPS_PROXY="http://127.0.0.1:80",
+        )
+    assert [(r["method"], r["path"]) for r in server.requests] == [
+        ("CONNECT", "api.kaggle.com:443")
+    ]
+    assert proc.returncode == 1
+    assert "Tunnel connection failed: 502" in proc.stderr
+
+
+def test_kernels_push_status_output(home: Path, tmp_path: Path) -> None:
+    """`kernels push`, `kernels status` and `kernels output` round-trip through the stand-in."""
+    kdir = tmp_path / "kernel"
+    kdir.mkdir()
+    (kdir / "run.py").write_text("print('hello')\n")
+    (kdir / "kernel-metadata.json").write_text(
+        json.dumps(
+            {
+                "id": "testuser/digits-run",
+                "title": "digits run",
+                "code_file": "run.py",
+                "language": "python",
+                "kernel_type": "script",
+                "competition_sources": ["digit-recognizer"],
+                "enable_gpu": True,
+            }
+        )
+    )
+    with KaggleStandIn(make_zip()) as server:
+        proc = kaggle(home, "kernels", "push", "-p", str(kdir))
+        assert (
+            proc.returncode == 0
+            and "Kernel version 1 successfully pushed." in proc.stdout
+        )
+        assert server.kernel_pushes[0]["text"] == "print('hello')\n"
+        assert server.kernel_pushes[0]["competitionDataSources"] == ["digit-recognizer"]
+
+        server.kernel_status = "RUNNING"
+        proc = kaggle(home, "kernels", "status", "testuser/digits-run")
+        assert (
+            proc.stdout
+            == 'testuser/digits-run has status "KernelWorkerStatus.RUNNING"\n'
+        )
+
+        server.kernel_outputs = {"submission.csv": b"ImageId,Label\n1,7\n"}
+        proc = kaggle(
+            home,
+            "kernels",
+            "output",
+            "testuser/digits-run",
+            "-p",
+            str(tmp_path / "out"),
+        )
+        assert proc.returncode == 0
+        assert (
+            tmp_path / "out" / "submission.csv"
+        ).read_bytes() == b"ImageId,Label\n1,7\n"
