@@ -73,7 +73,18 @@ def cmd_ensemble(args):
 def cmd_evaluate(args):
     from . import submission
 
-    print(f"accuracy {submission.accuracy(args.submission, args.answers):.5f}")
+    paths = _paths(args)
+    path = latest_submission(paths) if args.submission == "latest" else Path(args.submission)
+    answers = Path(args.answers) if args.answers else paths.answers_csv
+    print(f"{path}: accuracy {submission.accuracy(path, answers):.5f}")
+
+
+def latest_submission(paths: Paths) -> Path:
+    """The newest CSV in the submissions folder."""
+    files = sorted(paths.submissions_dir.glob("*.csv"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise InputError(f"{paths.submissions_dir}: no submissions yet; run `make train` first")
+    return files[-1]
 
 
 def cmd_submit(args):
@@ -175,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--members", help="comma-separated member indices (default: all finished)")
 
     p = command("evaluate", cmd_evaluate, "Score a submission against held-back answers.")
-    p.add_argument("submission")
-    p.add_argument("--answers", default=str(Paths().answers_csv))
+    p.add_argument("submission", nargs="?", default="latest", help="a submission CSV, or 'latest'")
+    p.add_argument("--answers", help="held-back answers (default: data/answers.csv)")
 
     p = command("submit", cmd_submit, "Check a submission and send it to Kaggle.")
     p.add_argument("file", nargs="?", help="default: the newest file in submissions/")
