@@ -1,0 +1,281 @@
+"""A run's report: PNG figures (matplotlib, Agg) and one self-contained report.html, from its saved files."""
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic, ensemble
+from .errors import InputError
+
+FIGURES_DIR = "figures"
+REPORT_FILE = "report.html"
+SAMPLES_FILE = "train_samples.npz"
+SAMPLES_PER_CLASS = 10
+WORST_MISTAKES = 24
+
+
+def save_train_samples(run_dir: Path, pixels: np.ndarray, labels: np.ndarray, seed: int):
+    """Keep a few random training images per digit and the class counts: the report's view of the data."""
+    rng = np.random.default_rng(seed)
+    chosen = np.concatenate([rng.permutation(np.flatnonzero(labels == d))[:SAMPLES_PER_CLASS] for d in range(10)])
+    with atomic.atomic_path(Path(run_dir) / SAMPLES_FILE) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, pixels=pixels[chosen], labels=labels[chosen], counts=np.bincount(labels, minlength=10))
+
+
+def build(run_dir: Path) -> Path:
+    """Write every figure into run_dir/figures and run_dir/report.html; return the report's path."""
+    run = load_run(run_dir)
+    figures = [
+        ("train_samples.png", "Training data: random samples of each digit", _samples_figure),
+        ("class_distribution.png", "Training data: images per digit", _distribution_figure),
+        *[(f"member_m{m['index']:02d}.png", f"Member {m['index']} ({m['architecture']}): training history",
+           _member_figure(m)) for m in run["members"] if m["history"]],
+        ("confusion_matrix.png", "Ensemble: holdout confusion matrix", _confusion_figure),
+        ("worst_mistakes.png", "Ensemble: most confident holdout mistakes", _mistakes_figure),
+        ("accuracy_by_size.png", "Ensemble size versus holdout accuracy", _size_figure),
+    ]
+    written = []
+    for name, caption, draw in figures:
+        fig = _new_figure()
+        draw(fig, run)
+        path = run["dir"] / FIGURES_DIR / name
+        with atomic.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        written.append((name, caption, path))
+    target = run["dir"] / REPORT_FILE
+    atomic.write_text(target, _html(run, written))
+    return target
+
+
+def _need(path: Path, hint: str) -> Path:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; {hint}")
+    return path
+
+
+def load_run(run_dir: Path) -> dict:
+    """Everything the report draws, read from the run folder's saved files (nothing is retrained)."""
+    run_dir = Path(run_dir)
+    _need(run_dir / "config.json", "not a run folder")
+    unfinished = "the run has not finished; finish it with `digits train --resume RUN`"
+    metrics = json.loads(_need(run_dir / ensemble.METRICS_FILE, unfinished).read_text())
+    holdout = np.load(_need(run_dir / "holdout.npz", "not a run folder"))
+    probs = np.load(_need(run_dir / "ensemble_holdout_probs.npy", unfinished))
+    labels = holdout["labels"].astype(np.int64)
+    if len(probs) != len(labels):
+        raise InputError(f"{run_dir}: ensemble_holdout_probs.npy has {len(probs)} rows, holdout.npz {len(labels)}")
+    members = []
+    for info in metrics["members"]:
+        state_file = run_dir / "members" / f"m{info['index']:02d}" / "state.json"
+        history = json.loads(state_file.read_text())["history"] if state_file.is_file() else []
+        members.append({**info, "history": history})
+    samples_file = run_dir / SAMPLES_FILE
+    samples = dict(np.load(samples_file)) if samples_file.is_file() else None
+    return {"dir": run_dir, "metrics": metrics, "config": json.loads((run_dir / "config.json").read_text()),
+            "labels": labels, "pixels": holdout["pixels"], "probs": probs, "members": members, "samples": samples}
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Counts (10, 10): row = true digit, column = predicted digit."""
+    matrix = np.zeros((10, 10), np.int64)
+    np.add.at(matrix, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
+    return matrix
+
+
+def _new_figure():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _image_grid(fig, images, titles, columns: int, row_labels=None):
+    rows = max(1, -(-len(images) // columns))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for position, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if position < len(images):
+            ax.imshow(np.asarray(images[position]).reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
+            if titles:
+                ax.set_title(titles[position], fontsize=8)
+        else:
+            ax.axis("off")
+    for row, label in enumerate(row_labels or []):
+        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=11)
+    return axes
+
+
+def _samples_figure(fig, run):
+    samples = run["samples"]
+    source = "training" if samples is not None else "holdout (this run saved no training samples)"
+    if samples is None:
+        labels, pixels = run["labels"], run["pixels"]
+        chosen = np.concatenate([np.flatnonzero(labels == d)[:SAMPLES_PER_CLASS] for d in range(10)])
+        samples = {"labels": labels[chosen], "pixels": pixels[chosen]}
+    images, row_labels = [], []
+    for digit in range(10):
+        rows = samples["pixels"][samples["labels"] == digit][:SAMPLES_PER_CLASS]
+        images += list(rows) + [np.zeros(784, np.uint8)] * (SAMPLES_PER_CLASS - len(rows))
+        row_labels.append(str(digit))
+    fig.set_size_inches(6.4, 7.0)
+    _image_grid(fig, images, None, SAMPLES_PER_CLASS, row_labels)
+    fig.suptitle(f"Random {source} samples, one row per digit")
+
+
+def _distribution_figure(fig, run):
+    fig.set_size_inches(8, 4.2)
+    ax = fig.subplots()
+    digits = np.arange(10)
+    holdout = np.bincount(run["labels"], minlength=10)
+    bars = []
+    if run["samples"] is not None:
+        train = run["samples"]["counts"]
+        bars.append(ax.bar(digits - 0.2, train, 0.4, label=f"training ({int(train.sum()):,} images)"))
+    bars.append(ax.bar(digits + 0.2, holdout, 0.4, label=f"holdout ({int(holdout.sum()):,} images)"))
+    for group in bars:
+        ax.bar_label(group, fontsize=7, padding=2)
+    ax.set_xticks(digits)
+    ax.set_xlabel("digit")
+    ax.set_ylabel("images")
+    ax.set_title("Class distribution")
+    ax.legend(loc="lower right")
+    ax.margins(y=0.12)
+
+
+def _member_figure(member):
+    def draw(fig, run):
+        history = member["history"]
+        epochs = np.arange(1, len(history) + 1)
+        rates = [h.get("learning_rate", np.nan) for h in history]
+        changes = [e for e in range(1, len(rates)) if not np.isclose(rates[e], rates[e - 1], rtol=1e-3)]
+        fig.set_size_inches(13, 3.8)
+        axes = fig.subplots(1, 3)
+        for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+            ax.plot(epochs, [h.get(key, np.nan) for h in history], "o-", label="training (augmented)")
+            ax.plot(epochs, [h.get(f"val_{key}", np.nan) for h in history], "s-", label="holdout")
+            ax.set_title(label)
+            ax.set_xlabel("epoch")
+            if len(changes) <= 8:
+                for index, epoch in enumerate(changes):
+                    ax.axvline(epoch + 1, color="grey", linestyle=":",
+                               label="learning rate changed" if index == 0 else None)
+        best = member.get("best_epoch") or 0
+        if 1 <= best <= len(history):
+            axes[1].plot(best, history[best - 1].get("val_accuracy", np.nan), "*", color="crimson", markersize=14,
+                         label=f"best holdout (epoch {best}, kept)")
+        axes[0].legend(fontsize=8)
+        axes[1].legend(fontsize=8, loc="lower right")
+        axes[2].step(epochs, rates, "o-", where="post", color="tab:green")
+        axes[2].set_yscale("log")
+        axes[2].set_title("learning rate (at each epoch's start)")
+        axes[2].set_xlabel("epoch")
+        for ax in axes:
+            ax.set_xticks(epochs if len(epochs) <= 20 else ax.get_xticks())
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"Member {member['index']} ({member['architecture']}): holdout accuracy "
+                     f"{member['holdout_accuracy']:.4f}")
+
+    return draw
+
+
+def _confusion_figure(fig, run):
+    from matplotlib.colors import PowerNorm
+
+    matrix = confusion_matrix(run["labels"], run["probs"].argmax(1))
+    fig.set_size_inches(7, 6.2)
+    ax = fig.subplots()
+    shown = ax.imshow(matrix, cmap="Blues", norm=PowerNorm(0.35, vmin=0, vmax=max(1, matrix.max())))
+    for (row, col), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if count > 0.5 * matrix.max() else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    ax.set_title(f"Holdout confusion matrix: {matrix.sum():,} images, accuracy {accuracy:.4f}")
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="images")
+
+
+def _mistakes_figure(fig, run):
+    labels, probs = run["labels"], run["probs"]
+    predicted = probs.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:WORST_MISTAKES]
+    if len(worst) == 0:
+        fig.set_size_inches(6, 2)
+        fig.text(0.5, 0.5, "No holdout mistakes", ha="center", va="center", fontsize=14)
+        return
+    columns = min(8, len(worst))
+    rows = -(-len(worst) // columns)
+    fig.set_size_inches(1.45 * columns + 0.4, 1.75 * rows + 0.7)
+    titles = [f"true {labels[i]}, pred {predicted[i]}\n{probs[i, predicted[i]]:.1%} sure" for i in worst]
+    _image_grid(fig, run["pixels"][worst], titles, columns)
+    fig.suptitle(f"The {len(worst)} most confident of {len(wrong)} holdout mistakes")
+
+
+def _size_figure(fig, run):
+    curve = run["metrics"]["ensemble"].get("accuracy_by_size") or []
+    if not curve:
+        curve = _accuracy_by_size(run)
+    sizes = np.arange(1, len(curve) + 1)
+    fig.set_size_inches(7, 4.2)
+    ax = fig.subplots()
+    ax.plot(sizes, curve, "o-", label="ensemble of the first k members")
+    ax.plot(sizes, [m["holdout_accuracy"] for m in run["members"]][: len(curve)], "x", color="grey",
+            label="member k alone")
+    ax.set_xticks(sizes)
+    ax.set_xlabel("members averaged (in order)")
+    ax.set_ylabel("holdout accuracy")
+    ax.set_title("Ensemble size versus holdout accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+
+
+def _accuracy_by_size(run) -> list[float]:
+    """The curve from the members' saved probabilities, for metrics written before it was recorded."""
+    probs = [ensemble.load_member(run["dir"], m["index"])[1] for m in run["members"]]
+    return [float(np.mean(ensemble.average(probs[: k + 1]).argmax(1) == run["labels"])) for k in range(len(probs))]
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(run, figures) -> str:
+    metrics, ens = run["metrics"], run["metrics"]["ensemble"]
+    summary = _table(["run", "config", "members", "holdout images", "holdout accuracy", "train seconds"], [[
+        metrics.get("run_id", run["dir"].name), run["config"].get("name", ""), len(run["members"]),
+        ens.get("holdout_rows", len(run["labels"])), f"{ens['holdout_accuracy']:.4f}",
+        metrics.get("timings", {}).get("train_seconds", "")]])
+    members = _table(["member", "architecture", "epochs run", "best epoch", "holdout accuracy", "train seconds"], [
+        [m["index"], m["architecture"], m.get("epochs_run", ""), m.get("best_epoch", ""),
+         f"{m['holdout_accuracy']:.4f}", m.get("train_seconds", "")] for m in run["members"]])
+    per_class = _table(["digit", "precision", "recall", "F1", "support"], [
+        [c["label"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
+        for c in ens.get("per_class", [])])
+    by_size = _table(["members averaged", "holdout accuracy"], [
+        [k, f"{a:.4f}"] for k, a in enumerate(ens.get("accuracy_by_size", []), start=1)])
+    blocks = []
+    for name, caption, path in figures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        blocks.append(f'<figure><a href="{FIGURES_DIR}/{name}"><img src="data:image/png;base64,{data}" '
+                      f'alt="{html.escape(caption)}"></a><figcaption>{html.escape(caption)} '
+                      f"({FIGURES_DIR}/{name})</figcaption></figure>")
+    title = html.escape(f"Run {metrics.get('run_id', run['dir'].name)}")
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}img{max-width:100%}"
+             "figure{margin:2em 0}figcaption{color:#555}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+            f"</head><body><h1>{title}</h1>{summary}<h2>Members</h2>{members}<h2>Per digit (ensemble, holdout)</h2>"
+            f"{per_class}<h2>Ensemble size</h2>{by_size}<h2>Figures</h2>{''.join(blocks)}</body></html>\n")
