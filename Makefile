@@ -29,7 +29,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 venv: $(BIN)/.installed
 
 download: venv
-	$(DIGITS) download --source $(SOURCE) --layout $(LAYOUT) $(if $(FORCE),--force)
+	$(DIGITS) download --source $(SOURCE) --layout $(LAYOUT) $(if $(FORCE),--force) $(ARGS)
 
 train: venv
 	$(DIGITS) train --config $(CONFIG) $(ARGS)
@@ -41,10 +41,10 @@ evaluate: venv
 	$(DIGITS) evaluate $(or $(FILE),latest)
 
 submit: venv
-	$(DIGITS) submit $(FILE) $(if $(MESSAGE),-m "$(MESSAGE)")
+	$(DIGITS) submit $(FILE) $(if $(MESSAGE),-m "$(MESSAGE)") $(ARGS)
 
 submissions: venv
-	$(DIGITS) submissions
+	$(DIGITS) submissions $(ARGS)
 
 demo: venv
 	$(DIGITS) download --source mnist --layout kaggle
@@ -58,16 +58,16 @@ describe: venv
 	$(DIGITS) describe --config $(CONFIG)
 
 kernel: venv
-	$(DIGITS) kernel build --config $(or $(filter-out quick,$(CONFIG)),full)
+	$(DIGITS) kernel build --config $(or $(filter-out quick,$(CONFIG)),full) $(ARGS)
 
 kernel-push: venv
-	$(DIGITS) kernel push
+	$(DIGITS) kernel push $(ARGS)
 
 kernel-status: venv
-	$(DIGITS) kernel status
+	$(DIGITS) kernel status $(ARGS)
 
 kernel-output: venv
-	$(DIGITS) kernel output
+	$(DIGITS) kernel output $(ARGS)
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -9,9 +9,13 @@ API hands out (the `/_files/`, `/_upload/` and `/_output/` paths below).
 from __future__ import annotations
 
 import base64
+import contextlib
+import errno
 import io
 import json
+import socket
 import threading
+import time
 import zipfile
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -45,11 +49,16 @@ class KaggleStandIn:
     """Fake Kaggle API server on 127.0.0.1:<port>, used as a context manager."""
 
     def __init__(
-        self, zip_bytes: bytes, port: int = 80, competition: str = "digit-recognizer"
+        self,
+        zip_bytes: bytes,
+        port: int = 80,
+        competition: str = "digit-recognizer",
+        wait_s: float = 60.0,
     ):
-        """Serve `zip_bytes` as the data of `competition`."""
+        """Serve `zip_bytes` as the data of `competition`; wait up to `wait_s` for a port another run holds."""
         self.zip_bytes = zip_bytes
         self.port = port
+        self.wait_s = wait_s
         self.competition = competition
         self.base_url = "http://localhost" if port == 80 else f"http://localhost:{port}"
         # Answer every request with this status (401/403/...) and fail_message
@@ -65,7 +74,7 @@ class KaggleStandIn:
         self.kernel_pushes: list[dict] = []  # SaveKernel request bodies
         self.kernel_status = "COMPLETE"  # QUEUED / RUNNING / COMPLETE / ERROR
         self.kernel_failure_message: str | None = None
-        self.kernel_outputs: dict[str, bytes] = {}  # `kernels output` files
+        self.kernel_outputs: dict[str, bytes] = {}  # `kernels output` files, by relative path
         self.kernel_log = ""
         self.last_modified = formatdate(usegmt=True)  # of every served file
         self._lock = threading.Lock()
@@ -73,16 +82,11 @@ class KaggleStandIn:
 
     def __enter__(self) -> Self:
         """Bind 127.0.0.1:<port> and serve in a background thread."""
-        try:
-            self._httpd = ThreadingHTTPServer(
-                ("127.0.0.1", self.port), _handler_for(self)
-            )
-        except OSError as exc:
-            raise RuntimeError(
-                f"KaggleStandIn cannot bind 127.0.0.1:{self.port} ({exc}); the kaggle CLI in "
-                "LOCALHOST mode only talks to http://localhost:80, so these tests need port 80 "
-                "(run as root or grant CAP_NET_BIND_SERVICE) and nothing else listening there"
-            ) from exc
+        self._httpd = _bind(
+            lambda: ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self)),
+            self.port,
+            self.wait_s,
+        )
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
@@ -200,6 +204,50 @@ class KaggleStandIn:
         }
 
 
+_stuck_ports: set[int] = set()  # ports that stayed busy for a whole wait: later binds fail at once
+
+
+def _bind(make, port: int, wait_s: float):
+    """Call `make()` until the port is free (another test run may hold it) or `wait_s` has passed."""
+    deadline = time.monotonic() + (0 if port in _stuck_ports else wait_s)
+    while True:
+        try:
+            return make()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            if exc.errno == errno.EADDRINUSE:
+                _stuck_ports.add(port)
+            raise RuntimeError(
+                f"KaggleStandIn cannot bind 127.0.0.1:{port} ({exc}); the kaggle CLI in "
+                "LOCALHOST mode only talks to http://localhost:80, so these tests need port 80 "
+                "(run as root or grant CAP_NET_BIND_SERVICE) and nothing else listening there"
+            ) from exc
+
+
+@contextlib.contextmanager
+def port_closed(port: int = 80, wait_s: float = 60.0):
+    """Hold 127.0.0.1:<port> bound but not listening: connections are refused, and no other run's
+    stand-in can answer them meanwhile."""
+
+    def make():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: TIME_WAIT is no obstacle
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    sock = _bind(make, port, wait_s)
+    try:
+        yield
+    finally:
+        sock.close()
+
+
 def _handler_for(standin: KaggleStandIn):
     """Build a request handler class bound to one stand-in instance."""
 
@@ -303,7 +351,8 @@ def _handler_for(standin: KaggleStandIn):
                     except KeyError:
                         pass
             elif self.path.startswith("/_output/"):
-                data = standin.kernel_outputs.get(name)
+                # output names may have folders (runs/<id>/metrics.json)
+                data = standin.kernel_outputs.get(self.path.split("?")[0][len("/_output/"):])
             if data is None:
                 self._send_json(404, {"code": 404, "message": "Not found"})
                 return

@@ -2,14 +2,18 @@
 
 import dataclasses
 import json
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from .errors import InputError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS_DIR = PROJECT_ROOT / "configs"
 COMPETITION = "digit-recognizer"
+# The names in digits.models.ARCHITECTURES (a test keeps them equal). Kept here so that checking a config
+# does not import Keras: bad input must fail in a second, before TensorFlow loads.
+ARCHITECTURE_NAMES = ("strong", "lenet", "slim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,6 +23,7 @@ class Paths:
     data_dir: Path = PROJECT_ROOT / "data"
     models_dir: Path = PROJECT_ROOT / "models"
     submissions_dir: Path = PROJECT_ROOT / "submissions"
+    cache_root: Path | None = None  # decoded-CSV cache; default data_dir/cache (Kaggle's input is read-only)
 
     @property
     def train_csv(self) -> Path:
@@ -34,7 +39,7 @@ class Paths:
 
     @property
     def cache_dir(self) -> Path:
-        return self.data_dir / "cache"
+        return self.cache_root or self.data_dir / "cache"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +83,10 @@ class TrainConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-def _coerce(key: str, value, source: str):
-    """Check `value` against the field's type; strings from the CLI are parsed first."""
+def _coerce(key: str, value, source: str, parse_text: bool):
+    """Check `value` against the field's type; with `parse_text` (`--set` values) strings are parsed first."""
     kind = type(getattr(TrainConfig(), key))
-    if isinstance(value, str) and kind is not str:
+    if parse_text and isinstance(value, str) and kind is not str:
         text = value.strip()
         if kind is bool:
             if text.lower() in ("true", "1", "yes", "on"):
@@ -106,20 +111,22 @@ def _coerce(key: str, value, source: str):
     return value
 
 
-def apply_overrides(cfg: TrainConfig, overrides: dict, source: str) -> TrainConfig:
-    """Return `cfg` with `overrides` applied; an unknown key or a wrong type names the key."""
+def apply_overrides(cfg: TrainConfig, overrides: dict, source: str, parse_text: bool = False) -> TrainConfig:
+    """Return `cfg` with `overrides` applied; an unknown key or a wrong type names the key.
+
+    Values must have the field's type (an int is taken for a float), except that with `parse_text`
+    (`--set KEY=VALUE`) a string is parsed as the field's type.
+    """
     changes = {}
     for key, value in overrides.items():
         if key not in _FIELDS:
             raise InputError(f"{source}: unknown key '{key}' (known keys: {', '.join(_FIELDS)})")
-        changes[key] = _coerce(key, value, source)
+        changes[key] = _coerce(key, value, source, parse_text)
     return validate(dataclasses.replace(cfg, **changes), source)
 
 
 def validate(cfg: TrainConfig, source: str) -> TrainConfig:
     """Reject values that would fail later in training."""
-    from .models import ARCHITECTURES
-
     checks = [
         (cfg.members >= 1, "members", "at least 1"),
         (cfg.epochs >= 1, "epochs", "at least 1"),
@@ -135,34 +142,64 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
         if not ok:
             raise InputError(f"{source}: key '{key}' must be {expected}, got {getattr(cfg, key)!r}")
     for arch in cfg.architectures:
-        if arch not in ARCHITECTURES:
-            raise InputError(f"{source}: key 'architectures' has unknown '{arch}' (known: {', '.join(ARCHITECTURES)})")
+        if arch not in ARCHITECTURE_NAMES:
+            raise InputError(f"{source}: key 'architectures' has unknown {arch!r} "
+                             f"(known: {', '.join(ARCHITECTURE_NAMES)})")
     return cfg
 
 
-def config_path(name_or_path) -> Path:
-    """A config given by name (`quick`) lives in configs/; anything with a suffix is a path."""
+def config_path(name_or_path, relative_to: Path | None = None) -> Path:
+    """A config given by name (`quick`) lives in configs/; anything ending .toml is a path.
+
+    A relative path is taken from `relative_to` (the folder of the file that `extends` it), else the current one.
+    """
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = CONFIGS_DIR / f"{name_or_path}.toml"
+    elif relative_to is not None and not path.is_absolute():
+        path = relative_to / path
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.toml")))
         raise InputError(f"config '{name_or_path}': no file {path} (known configs: {known})")
     return path
 
 
+# Config name -> TOML text, filled by the generated Kaggle kernel script (kernel.py), which has no configs/ folder.
+EMBEDDED_CONFIGS: dict[str, str] = {}
+
+
 def load_config(name_or_path="quick", overrides: dict | None = None) -> TrainConfig:
-    """Defaults, then the config file (and any file it `extends`), then `overrides`."""
-    path = config_path(name_or_path)
+    """Defaults, then the config file (and any file it `extends`), then `overrides` (`--set` strings or values)."""
+    cfg = _load_file(name_or_path, None, ())
+    return apply_overrides(cfg, overrides or {}, "command line", parse_text=True)
+
+
+def _load_file(name_or_path, relative_to: Path | None, seen: tuple) -> TrainConfig:
+    """One config file (embedded or on disk) over the one it `extends`; `seen` catches a loop of extends."""
+    if str(name_or_path) in EMBEDDED_CONFIGS:
+        name = str(name_or_path)
+        source, stem, text, folder = f"{name} (embedded)", Path(name).stem, EMBEDDED_CONFIGS[name], None
+        key = source
+    else:
+        path = config_path(name_or_path, relative_to)
+        source, stem, folder = str(path), path.stem, path.parent
+        key = str(path.resolve())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"{source}: expected UTF-8 TOML text: {err}") from None
+    if key in seen:
+        raise InputError(f"{source}: key 'extends' makes a loop: {' -> '.join((*seen, key))}")
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise InputError(f"{path}: not valid TOML: {err}") from None
+        raise InputError(f"{source}: not valid TOML: {err}") from None
     parent = values.pop("extends", None)
-    cfg = load_config(parent) if parent else TrainConfig()
-    values.setdefault("name", path.stem)
-    cfg = apply_overrides(cfg, values, str(path))
-    return apply_overrides(cfg, overrides or {}, "command line")
+    if parent is not None and not isinstance(parent, str):
+        raise InputError(f"{source}: key 'extends' expects str (a config name or .toml path), got {parent!r}")
+    cfg = _load_file(parent, folder, (*seen, key)) if parent else TrainConfig()
+    values.setdefault("name", stem)
+    return apply_overrides(cfg, values, source)
 
 
 def parse_set_options(items) -> dict:
@@ -191,12 +228,13 @@ def running_on_kaggle(environ=None) -> bool:
 def kaggle_paths(input_root=None, working_root=None, environ=None) -> Paths:
     """Paths inside a Kaggle kernel: competition files found under the input root, outputs in working."""
     import os
+    import tempfile
 
     environ = os.environ if environ is None else environ
     input_root = Path(input_root or environ.get("DIGITS_KAGGLE_INPUT") or KAGGLE_INPUT)
     working_root = Path(working_root or environ.get("DIGITS_KAGGLE_WORKING") or KAGGLE_WORKING)
     return Paths(data_dir=find_competition_dir(input_root), models_dir=working_root / "runs",
-                 submissions_dir=working_root / "submissions")
+                 submissions_dir=working_root / "submissions", cache_root=Path(tempfile.gettempdir()) / "digits-cache")
 
 
 def find_competition_dir(input_root: Path) -> Path:

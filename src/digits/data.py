@@ -2,7 +2,10 @@
 
 import hashlib
 import io
+import re
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +32,23 @@ class CsvSource:
     def read_bytes(self) -> bytes:
         if self.member is None:
             if not self.path.is_file():
-                raise InputError(f"{self.name}: file not found")
+                raise InputError(f"{self.name}: file not found (expected a CSV file)")
             return self.path.read_bytes()
         try:
             with zipfile.ZipFile(self.path) as archive:
                 return archive.read(self.member)
-        except (zipfile.BadZipFile, EOFError, OSError) as err:
-            raise InputError(f"{self.path}: not a readable zip file (truncated or corrupt?): {err}") from None
+        except _ZIP_ERRORS as err:
+            raise _unreadable_zip(self.path, Path(self.member).name, err) from None
+
+
+# What reading a truncated or corrupt zip raises: a bad directory, a bad CRC, bad deflate data, EOF.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error, NotImplementedError,
+               RuntimeError)
+
+
+def _unreadable_zip(archive: Path, filename: str, err: Exception) -> InputError:
+    return InputError(f"{archive}: expected a zip file holding {filename}, got one that cannot be read "
+                      f"(truncated or corrupt?): {' '.join(str(err).split())}")
 
 
 def find_csv(data_dir, filename: str) -> CsvSource:
@@ -48,7 +61,7 @@ def find_csv(data_dir, filename: str) -> CsvSource:
         if archive.is_file():
             return CsvSource(f"{archive}:{filename}", archive, _zip_member(archive, filename))
     raise InputError(
-        f"{plain}: file not found (nor {filename}.zip or {COMPETITION_ZIP} in {data_dir}); "
+        f"{plain}: file not found (expected {filename}, {filename}.zip or {COMPETITION_ZIP} in {data_dir}); "
         "run `make download` (Kaggle) or `make download SOURCE=mnist` (offline MNIST)"
     )
 
@@ -57,12 +70,12 @@ def _zip_member(archive: Path, filename: str) -> str:
     try:
         with zipfile.ZipFile(archive) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, EOFError, OSError) as err:
-        raise InputError(f"{archive}: not a readable zip file (truncated or corrupt?): {err}") from None
+    except _ZIP_ERRORS as err:
+        raise _unreadable_zip(archive, filename, err) from None
     for name in names:
         if Path(name).name == filename:
             return name
-    raise InputError(f"{archive}: has no {filename} (it holds: {', '.join(names) or 'nothing'})")
+    raise InputError(f"{archive}: expected {filename} inside the zip, got only: {', '.join(names) or 'nothing'}")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -134,57 +147,77 @@ def _save_cache(cached: Path | None, table: np.ndarray):
 
 
 def _parse(name: str, raw: bytes, columns: list[str]) -> np.ndarray:
-    """Fast path: pandas' C parser reads every column as integers and one min/max check passes.
+    """Fast path: pandas' C parser reads every cell as uint8 (it refuses anything else) and labels are 0..9.
 
-    Anything else goes to `_diagnose_lines`, which finds the first bad row the slow way.
+    Anything else goes to `_parse_slowly`, which finds and names the first bad row.
     """
     text_start = raw[:200_000].decode("utf-8-sig", errors="replace")
     if not text_start.strip():
         raise InputError(f"{name}, row 1: expected a header row {_describe(columns)}, got an empty file")
-    _check_header(name, _split_lines(text_start)[0], columns)
+    _check_header(name, _LINE_BREAK.split(text_start, maxsplit=1)[0], columns)
     try:
-        frame = pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig", skip_blank_lines=False, engine="c")
-    except (ValueError, pd.errors.ParserError) as err:  # UnicodeDecodeError is a ValueError
-        _diagnose_lines(name, raw, columns)
-        raise InputError(f"{name}: expected a CSV file, could not parse it: {_one_line(err)}") from None
+        frame = _read_csv(raw, dtype=np.uint8)
+    except (ValueError, pd.errors.ParserError):  # a cell not 0..255, a short row (UnicodeDecodeError too)
+        return _parse_slowly(name, raw, columns)
     if len(frame) == 0:
         raise InputError(f"{name}, row 2: expected a data row of {len(columns)} values, got end of file "
                          "(the file has only a header)")
     if frame.shape[1] != len(columns) or not isinstance(frame.index, pd.RangeIndex):
-        # pandas takes a first column with no header as the index: some row has more fields than the header
-        _diagnose_lines(name, raw, columns)
-        raise InputError(f"{name}: expected {len(columns)} fields in every row, some rows have more")
-    limit = 9 if columns[0] == "label" else 255
-    if all(kind in "iu" for kind in (dtype.kind for dtype in frame.dtypes)):
-        values = frame.to_numpy()
-        if values.min() >= 0 and values.max() <= 255 and values[:, 0].max() <= limit:
-            return values.astype(np.uint8)
-        bad = (values < 0) | (values > 255)
-        bad[:, 0] |= values[:, 0] > limit
+        # pandas took a first column with no header as the index: rows have more fields than the header
+        return _parse_slowly(name, raw, columns)
+    if columns[0] == "label" and frame["label"].max() > 9:
+        return _parse_slowly(name, raw, columns)
+    return frame.to_numpy()
+
+
+def _read_csv(raw: bytes, dtype=None) -> pd.DataFrame:
+    with warnings.catch_warnings():  # pandas warns on the way to an error we report ourselves
+        warnings.simplefilter("ignore")
+        return pd.read_csv(io.BytesIO(raw), encoding="utf-8-sig", encoding_errors="replace", skip_blank_lines=False,
+                           engine="c", dtype=dtype, low_memory=dtype is not None)
+
+
+def _parse_slowly(name: str, raw: bytes, columns: list[str]) -> np.ndarray:
+    """The error path: check each row's field count, then find the first bad value; raise naming it.
+
+    Returns the table only for whole numbers in other spellings (`3.0`, ` 3`), which the fast path refuses.
+    """
+    lines = _LINE_BREAK.split(raw.decode("utf-8-sig", errors="replace"))
+    if lines[-1] == "":
+        lines.pop()  # the final newline
+    for line_no, line in enumerate(lines[1:], start=2):
+        fields = line.count(",") + 1
+        if fields != len(columns) or not line.strip():
+            _check_fields(f"{name}, row {line_no}", line, columns)
+    if len(lines) == 1:
+        raise InputError(f"{name}, row 2: expected a data row of {len(columns)} values, got end of file "
+                         "(the file has only a header)")
+    try:
+        frame = _read_csv(raw)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise InputError(f"{name}: expected a CSV file, could not parse it: {' '.join(str(err).split())}") from None
+    for column in frame.columns:
+        if frame[column].dtype.kind not in "iufb":  # text in the column: what isn't a number becomes NaN
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    values = frame.to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values < 0) | (values > 255) | (values != np.floor(values))
+        if columns[0] == "label":
+            bad[:, 0] |= values[:, 0] > 9
+    if frame.shape != (len(lines) - 1, len(columns)):  # pandas and the lines disagree (quoted fields, say)
+        raise InputError(f"{name}: expected {len(lines) - 1} rows of {len(columns)} plain values, pandas read "
+                         f"{frame.shape[0]} rows of {frame.shape[1]}")
+    if bad.any():
         row = int(np.argmax(bad.any(axis=1)))
-        _diagnose_lines(name, raw, columns, only_row=row)
-    # Not all integers: empty or non-numeric cells, fractions, short rows, or harmless forms such as `3.0`.
-    _diagnose_lines(name, raw, columns)
-    values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values) | (values < 0) | (values > 255) | (values != np.floor(values))
-    bad[:, 0] |= values[:, 0] > limit
-    if bad.any():  # only if pandas and the line-by-line reading disagree (quoted fields, say)
-        raise InputError(f"{name}, row {int(np.argmax(bad.any(axis=1))) + 2}: expected integers 0..255 "
-                         f"(label 0..9), got a value that is not")
+        where = f"{name}, row {row + 2}"
+        for column, cell in zip(columns, lines[row + 1].split(","), strict=True):
+            _check_cell(where, column, cell.strip())
+        raise InputError(f"{where}: expected integers 0..255 (labels 0..9), got a value pandas reads otherwise")
     return values.astype(np.uint8)
 
 
 def _describe(columns: list[str]) -> str:
     return f"'{columns[0]},{columns[1]},...,{columns[-1]}' ({len(columns)} columns)"
-
-
-def _one_line(err) -> str:
-    return " ".join(str(err).split())
-
-
-def _split_lines(text: str) -> list[str]:
-    """Lines as pandas' C parser counts them (\\n, \\r\\n or \\r), unlike str.splitlines (which also splits on \\f)."""
-    return _LINE_BREAK.split(text)
 
 
 def _check_header(name: str, header_line: str, columns: list[str]):
@@ -193,55 +226,36 @@ def _check_header(name: str, header_line: str, columns: list[str]):
     if columns[0] != "label" and header[0] == "label":
         raise InputError(f"{where}, column 1: expected {columns[0]!r}, got 'label' "
                          "(test data must not have a 'label' column)")
-    for position, (got, expected) in enumerate(zip(header, columns), start=1):
+    for position, (got, expected) in enumerate(zip(header, columns, strict=False), start=1):
         if got != expected:
             raise InputError(f"{where}, column {position}: expected {expected!r}, got {got!r}")
     if len(header) < len(columns):
         raise InputError(f"{where}, column {len(header) + 1}: expected {columns[len(header)]!r}, got end of row "
-                         f"({len(header)} columns, expected {len(columns)}: {_describe(columns)})")
+                         f"({len(header)} columns, expected {len(columns)})")
     if len(header) > len(columns):
-        raise InputError(f"{where}, column {len(columns) + 1}: expected end of row ({len(columns)} columns: "
-                         f"{_describe(columns)}), got {header[len(columns)]!r}")
+        raise InputError(f"{where}, column {len(columns) + 1}: expected end of row ({len(columns)} columns), "
+                         f"got {header[len(columns)]!r}")
 
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-# A whole number 0..255 (leading zeros, `.0` and spaces allowed), as a regex so good rows are checked in C.
-_CELL = r" *0*(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.0*)? *"
-_GOOD_ROW = re.compile(rf"{_CELL}(?:,{_CELL})*")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as pandas' C parser counts lines (str.splitlines also splits on \f)
 
 
-def _diagnose_lines(name: str, raw: bytes, columns: list[str], only_row: int | None = None):
-    """Find the first bad cell line by line and raise an InputError naming its row and column.
+def _check_fields(where: str, line: str, columns: list[str]):
+    if not line.strip():
+        raise InputError(f"{where}: expected {len(columns)} fields (like the header), got an empty line")
+    fields = line.count(",") + 1
+    if fields < len(columns):
+        raise InputError(f"{where}, column {columns[fields]!r}: expected {len(columns)} fields (like the header), "
+                         f"got {fields} (the row ends early)")
+    if fields > len(columns):
+        raise InputError(f"{where}: expected {len(columns)} fields (like the header), got {fields}")
 
-    `only_row` (0-based data row) checks just that row; returns quietly if nothing is wrong.
-    """
-    lines = _split_lines(raw.decode("utf-8-sig", errors="replace"))
-    if lines and lines[-1] == "":
-        lines.pop()  # the file's final newline
-    numbered = enumerate(lines[1:], start=2)
-    if only_row is not None:
-        numbered = [(only_row + 2, lines[only_row + 1])] if only_row + 1 < len(lines) else []
-    for line_no, line in numbered:
-        where = f"{name}, row {line_no}"
-        if not line.strip():
-            raise InputError(f"{where}: expected {len(columns)} fields (like the header), got an empty line")
-        cells = line.split(",")
-        if len(cells) < len(columns):
-            raise InputError(f"{where}, column {columns[len(cells)]!r}: expected {len(columns)} fields "
-                             f"(like the header), got {len(cells)} (the row ends early)")
-        if len(cells) > len(columns):
-            raise InputError(f"{where}: expected {len(columns)} fields (like the header), got {len(cells)}")
-        if _GOOD_ROW.fullmatch(line) and (columns[0] != "label" or float(cells[0]) <= 9):
-            continue
-        for column, cell in zip(columns, cells):
-            _check_cell(where, column, cell.strip())
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def _check_cell(where: str, column: str, cell: str):
     limit = 9 if column == "label" else 255
-    try:
-        value = float(cell)
-    except ValueError:
-        value = None
-    if value is None or not np.isfinite(value) or value != int(value) or not 0 <= value <= limit:
+    value = float(cell) if _NUMBER.fullmatch(cell) else None
+    if value is None or not 0 <= value <= limit or value != int(value):
         raise InputError(f"{where}, column '{column}': expected an integer 0..{limit}, got {cell!r}")

@@ -31,11 +31,8 @@ def load_image(path):
 
 
 def preprocess_image(image, name: str = "image") -> np.ndarray:
-    """The 28x28 uint8 image (ink 255 on 0, like a CSV row) MNIST would have made of `image`.
-
-    Grayscale; invert when the paper is light; crop to the ink; scale the longer side to 20 px keeping the
-    aspect ratio; place the centre of mass at the centre. `data.to_images` then scales it to [0, 1].
-    """
+    """The 28x28 uint8 digit (ink 255 on 0, like a CSV row) MNIST would make of `image`; to_images scales it."""
+    # grayscale; invert light paper; crop to the ink; longer side to 20 px; centre of mass at the centre
     gray = _grayscale(image)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     paper = float(np.median(border))
@@ -58,6 +55,9 @@ def _grayscale(image) -> np.ndarray:
 
     if isinstance(image, np.ndarray):
         image = Image.fromarray(np.asarray(image, np.uint8))
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grayscale: PIL's "L" would clip it
+        values = np.asarray(image, np.float32)
+        return values * np.float32(255 / 65535) if values.max() > 255 else values
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         alpha = np.asarray(rgba)[..., 3]
@@ -133,7 +133,7 @@ def predict_files(images: list, run_dir: Path, save_dir=None) -> list[dict]:
     saved = _save_preprocessed(images, pixels, Path(save_dir)) if save_dir else [None] * len(images)
     probs = ensemble_probs(load_models(run_dir), pixels.reshape(len(images), -1), run_config.get("tta", False))
     results = []
-    for path, row, saved_path in zip(images, probs, saved):
+    for path, row, saved_path in zip(images, probs, saved, strict=True):
         top = np.argsort(row)[::-1][:3]
         result = {"image": str(path), "digit": int(top[0]),
                   "top3": [{"digit": int(d), "probability": round(float(row[d]), 6)} for d in top]}
@@ -148,7 +148,7 @@ def _save_preprocessed(images: list, pixels: np.ndarray, save_dir: Path) -> list
     from PIL import Image
 
     written = []
-    for path, image in zip(images, pixels):
+    for path, image in zip(images, pixels, strict=True):
         target = save_dir / f"{Path(path).stem}.png"
         count = 2
         while target in written:

@@ -114,8 +114,9 @@ def _image_grid(fig, images, titles, columns: int, row_labels=None):
 
 def _samples_figure(fig, run):
     samples = run["samples"]
-    source = "training" if samples is not None else "holdout (this run saved no training samples)"
+    title = "Random training samples, one row per digit"
     if samples is None:
+        title = "Holdout samples (this run saved no training samples)"
         labels, pixels = run["labels"], run["pixels"]
         chosen = np.concatenate([np.flatnonzero(labels == d)[:SAMPLES_PER_CLASS] for d in range(10)])
         samples = {"labels": labels[chosen], "pixels": pixels[chosen]}
@@ -126,27 +127,22 @@ def _samples_figure(fig, run):
         row_labels.append(str(digit))
     fig.set_size_inches(6.4, 7.0)
     _image_grid(fig, images, None, SAMPLES_PER_CLASS, row_labels)
-    fig.suptitle(f"Random {source} samples, one row per digit")
+    fig.suptitle(title)
 
 
 def _distribution_figure(fig, run):
-    fig.set_size_inches(8, 4.2)
-    ax = fig.subplots()
-    digits = np.arange(10)
-    holdout = np.bincount(run["labels"], minlength=10)
-    bars = []
+    groups = [("holdout", np.bincount(run["labels"], minlength=10))]
     if run["samples"] is not None:
-        train = run["samples"]["counts"]
-        bars.append(ax.bar(digits - 0.2, train, 0.4, label=f"training ({int(train.sum()):,} images)"))
-    bars.append(ax.bar(digits + 0.2, holdout, 0.4, label=f"holdout ({int(holdout.sum()):,} images)"))
-    for group in bars:
-        ax.bar_label(group, fontsize=7, padding=2)
-    ax.set_xticks(digits)
-    ax.set_xlabel("digit")
-    ax.set_ylabel("images")
-    ax.set_title("Class distribution")
-    ax.legend(loc="lower right")
-    ax.margins(y=0.12)
+        groups.insert(0, ("training", run["samples"]["counts"]))
+    fig.set_size_inches(5 * len(groups) + 1, 4)
+    for ax, (name, counts) in zip(fig.subplots(1, len(groups), squeeze=False)[0], groups, strict=True):
+        ax.bar_label(ax.bar(range(10), counts, color="C0" if name == "training" else "C1"), fontsize=8, padding=2)
+        ax.set_xticks(range(10))
+        ax.set_xlabel("digit")
+        ax.set_ylabel("images")
+        ax.set_title(f"{name}: {int(counts.sum()):,} images")
+        ax.margins(y=0.12)
+    fig.suptitle("Class distribution")
 
 
 def _member_figure(member):
@@ -219,7 +215,8 @@ def _mistakes_figure(fig, run):
     fig.set_size_inches(1.45 * columns + 0.4, 1.75 * rows + 0.7)
     titles = [f"true {labels[i]}, pred {predicted[i]}\n{probs[i, predicted[i]]:.1%} sure" for i in worst]
     _image_grid(fig, run["pixels"][worst], titles, columns)
-    fig.suptitle(f"The {len(worst)} most confident of {len(wrong)} holdout mistakes")
+    shown = f"The {len(worst)} most confident of" if len(worst) < len(wrong) else "All"
+    fig.suptitle(f"{shown} {len(wrong)} holdout mistakes (image, true and predicted digit, confidence)")
 
 
 def _size_figure(fig, run):

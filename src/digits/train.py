@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, data, ensemble, manifest
+from . import atomic, data, ensemble, manifest, report
 from .config import Paths, TrainConfig
 from .errors import InputError
 
@@ -28,10 +28,7 @@ class Inputs:
 
 def load_inputs(paths: Paths, max_train_rows: int = 0) -> Inputs:
     """Read and check train.csv and test.csv (decoded copies are cached under data/cache)."""
-    sources = {name: data.find_csv(paths.data_dir, name) for name in ("train.csv", "test.csv")}
-    raw_sha = {name: data.sha256_bytes(src.read_bytes()) for name, src in sources.items()}
-    pixels, labels = data.read_train(sources["train.csv"], paths.cache_dir)
-    test_pixels = data.read_test(sources["test.csv"], paths.cache_dir)
+    pixels, labels, test_pixels, raw_sha = data.read_inputs(paths.data_dir, paths.cache_dir)
     if max_train_rows:
         pixels, labels = pixels[:max_train_rows], labels[:max_train_rows]
     return Inputs(pixels, labels, test_pixels, raw_sha)
@@ -62,7 +59,9 @@ def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs=1, c
 
     run_members(cfg, inputs, holdout["train_index"], holdout["holdout_index"], run_dir, todo, jobs, cluster, log)
     manifest.finish(run_dir)
-    return ensemble.finish(run_dir, paths, log=log)
+    metrics = ensemble.finish(run_dir, paths, log=log)
+    log(f"report: {report.build(run_dir)}")
+    return metrics
 
 
 def resume(run_dir: Path, paths: Paths, **kwargs) -> dict:
@@ -95,5 +94,6 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, inputs: Inputs, started: f
         with open(tmp, "wb") as handle:
             np.savez(handle, train_index=train_index, holdout_index=holdout_index,
                      labels=inputs.labels[holdout_index], pixels=inputs.pixels[holdout_index])
+    report.save_train_samples(run_dir, inputs.pixels[train_index], inputs.labels[train_index], cfg.seed)
     manifest.start(run_dir, cfg, inputs.sha256, started)
     atomic.write_text(config_file, json.dumps(cfg.to_dict(), indent=2))

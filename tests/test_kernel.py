@@ -1,0 +1,143 @@
+"""The Kaggle kernel: `make kernel` builds one script that trains from its embedded package on a /kaggle-like layout."""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+from slugify import slugify  # python-slugify: what the kaggle CLI checks the title against
+
+from conftest import PROJECT_ROOT, run_cli
+from digits import kernel, submission
+from digits.config import EMBEDDED_CONFIGS, load_config
+from kaggle_standin import KaggleStandIn, cli_env
+
+KEY = "k3y" + secrets.token_hex(14)  # the fake API key: must not end up in the bundle or a run folder
+SITE_PACKAGES = sysconfig.get_paths()["purelib"]
+MPLCONFIGDIR = str(PROJECT_ROOT / ".cache" / "matplotlib")
+LAYOUTS = ["digit-recognizer", "competitions/digit-recognizer"]  # both occur under /kaggle/input
+
+
+def base_env(home: Path, **extra) -> dict:
+    """A minimal environment: no credentials, proxies or DIGITS_* of the developer's own."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), "MPLCONFIGDIR": MPLCONFIGDIR, "PYTHONUNBUFFERED": "1",
+            **extra}
+
+
+@pytest.fixture(scope="module")
+def kernel_dir(tmp_path_factory) -> Path:
+    """build/kernel made by `make kernel CONFIG=tiny`, with credentials only in KAGGLE_USERNAME/KAGGLE_KEY."""
+    root = tmp_path_factory.mktemp("kernel")
+    (root / "home").mkdir()
+    out = root / "kernel"
+    command = ["make", "--no-print-directory", "-C", str(PROJECT_ROOT), "-o", ".venv/bin/.installed", "kernel",
+               "CONFIG=tiny", f"ARGS=--out {out}"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env=base_env(root / "home", KAGGLE_USERNAME="testuser", KAGGLE_KEY=KEY))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def assert_no_key(folder: Path):
+    for path in folder.rglob("*"):
+        assert not path.is_file() or KEY.encode() not in path.read_bytes(), path
+
+
+def test_metadata_fields(kernel_dir):
+    meta = json.loads((kernel_dir / "kernel-metadata.json").read_text())
+    assert meta["id"] == "testuser/digits-tiny"
+    assert slugify(meta["title"]) == "digits-tiny" and len(meta["title"]) >= 5
+    assert (kernel_dir / meta["code_file"]).is_file() and meta["code_file"].endswith(".py")
+    assert (meta["language"], meta["kernel_type"]) == ("python", "script")
+    assert meta["competition_sources"] == ["digit-recognizer"]
+    assert meta["enable_gpu"] is True and meta["enable_internet"] is False
+    assert_no_key(kernel_dir)
+
+
+def test_installed_package_is_invisible_to_the_isolated_python():
+    """So the runs below can only import `digits` from the script itself."""
+    probe = f"import sys; sys.path.append({SITE_PACKAGES!r}); import numpy, digits"
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=120,
+                          cwd="/")
+    assert proc.returncode == 1 and "No module named 'digits'" in proc.stderr
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_script_trains_on_kaggle_layout(layout, kernel_dir, small_data, tmp_path):
+    """The script alone (python -I -S, site-packages without .pth files) trains and writes working/submission.csv."""
+    competition = tmp_path / "kaggle" / "input" / layout
+    competition.mkdir(parents=True)
+    for name in ("train.csv", "test.csv", "sample_submission.csv"):
+        shutil.copy(small_data / name, competition / name)
+    input_before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "kaggle" / "input").rglob("*"))
+    working = tmp_path / "kaggle" / "working"
+    working.mkdir()
+    (tmp_path / "tmp").mkdir()
+    script = kernel_dir / json.loads((kernel_dir / "kernel-metadata.json").read_text())["code_file"]
+    run = f"import runpy, sys; sys.path.append({SITE_PACKAGES!r}); runpy.run_path({str(script)!r}, run_name='__main__')"
+    env = base_env(tmp_path, TMPDIR=str(tmp_path / "tmp"), KAGGLE_KERNEL_RUN_TYPE="Batch", KAGGLE_KEY=KEY,
+                   DIGITS_KAGGLE_INPUT=str(tmp_path / "kaggle" / "input"), DIGITS_KAGGLE_WORKING=str(working))
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", run], capture_output=True, text=True, timeout=600,
+                          cwd=working, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"from {kernel.EMBED_ROOT}/__init__.py, config tiny" in proc.stdout
+
+    written = working / "submission.csv"
+    assert len(submission.read(written, expected_rows=500)) == 500
+    assert submission.accuracy(written, small_data / "answers.csv") > 0.5  # chance is 0.1
+    (run_dir,) = (working / "runs").iterdir()
+    assert (working / "submissions" / f"{run_dir.name}.csv").read_bytes() == written.read_bytes()
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "kaggle" / "input").rglob("*")) == input_before
+    assert_no_key(kernel_dir)
+    assert_no_key(working)
+    assert KEY not in proc.stdout + proc.stderr
+
+
+def test_embedded_configs_follow_extends(tmp_path, monkeypatch):
+    child = tmp_path / "exp.toml"
+    child.write_text('extends = "quick"\nepochs = 1\n')
+    name, texts = kernel.embedded_configs(str(child))
+    assert name == "exp" and set(texts) == {"exp", "quick"}
+    monkeypatch.setattr("digits.config.CONFIGS_DIR", tmp_path / "nowhere")  # as inside the kernel
+    monkeypatch.setattr("digits.config.EMBEDDED_CONFIGS", {**EMBEDDED_CONFIGS, **texts})
+    cfg = load_config("exp")
+    assert (cfg.name, cfg.epochs, cfg.members) == ("exp", 1, load_config("quick").members)
+
+
+def test_push_status_output_through_the_standin(kernel_dir, small_data, tmp_path):
+    """`digits kernel push|status|output` drive the real CLI; output lands in submissions/ ready for submit."""
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "testuser", "key": KEY}))
+    (home / ".kaggle" / "kaggle.json").chmod(0o600)
+    env = {**cli_env(str(home)), "PATH": os.environ["PATH"]}
+    dirs = ["--models-dir", tmp_path / "models", "--submissions-dir", tmp_path / "subs", "--out", kernel_dir]
+    metrics = {"run_id": "tiny-0123abcd", "ensemble": {"holdout_accuracy": 0.9375}}
+    answers = (small_data / "answers.csv").read_bytes()
+    with KaggleStandIn(b"") as server:
+        pushed = run_cli("kernel", "push", *dirs, env=env, check=True)
+        server.kernel_status = "RUNNING"
+        running = run_cli("kernel", "status", *dirs, env=env, check=True)
+        run = "runs/tiny-0123abcd/"
+        server.kernel_outputs = {"submission.csv": answers, run + "metrics.json": json.dumps(metrics).encode(),
+                                 run + "members/m00/model.keras": b"weights"}
+        server.kernel_log = "training...\n"
+        fetched = run_cli("kernel", "output", *dirs, env=env, check=True)
+    (push,) = server.kernel_pushes
+    assert push["slug"] == "testuser/digits-tiny" and push["newTitle"] == "digits tiny"
+    assert push["text"] == (kernel_dir / "digits_kernel.py").read_text()
+    assert push["competitionDataSources"] == ["digit-recognizer"]
+    assert push["enableGpu"] is True and push["enableInternet"] is False
+    assert "Kernel version 1 successfully pushed" in pushed.stdout
+    assert "RUNNING" in running.stdout
+    target = tmp_path / "subs" / "kaggle-tiny-0123abcd.csv"
+    assert target.read_bytes() == answers and str(target) in fetched.stdout
+    saved = json.loads((tmp_path / "models" / "kaggle-tiny-0123abcd" / "metrics.json").read_text())
+    assert saved["ensemble"]["holdout_accuracy"] == 0.9375 and saved["kernel"] == "testuser/digits-tiny"
+    assert not any("model.keras" in p for p in server.paths())  # only submission.csv and metrics.json fetched
+    assert all(KEY not in p.stdout + p.stderr for p in (pushed, running, fetched))
