@@ -20,7 +20,7 @@ def test_dask_cluster_gives_the_in_process_result(small_data, tmp_path):
     assert "member 0: epoch" not in result.stdout  # trained in the workers, whose logs stay there
     expected, got = _member_probs(tmp_path / "local"), _member_probs(tmp_path / "dask")
     assert len(expected) == len(got) == 2
-    for mine, theirs in zip(expected, got):
+    for mine, theirs in zip(expected, got, strict=False):
         np.testing.assert_array_equal(mine, theirs)
     local_csv = (local.submissions_dir / result.stdout.strip().splitlines()[-1].split("/")[-1]).read_bytes()
     assert open(result.stdout.strip().splitlines()[-1], "rb").read() == local_csv

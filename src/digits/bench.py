@@ -96,43 +96,62 @@ def peer_recipe(data_dir: str, epochs: int = 30, steps: int = 640, out_csv: str 
     return {"seconds": time.perf_counter() - started}
 
 
-def throughput(mode: str, steps: int = 200, batch_size: int = 64) -> dict:
-    """Training images/s of the strong net: `plain` model.fit float32, or `project` (the trainer's settings)."""
+def plain_strong_net():
+    """The strong net as the public kernel writes it, in plain Keras layers: the throughput baseline."""
+    import keras
+    from keras import layers
+
+    stack = [keras.Input((28, 28, 1))]
+    for filters in (32, 64):
+        stack += [layers.Conv2D(filters, 3, activation="relu"), layers.BatchNormalization(),
+                  layers.Conv2D(filters, 3, activation="relu"), layers.BatchNormalization(),
+                  layers.Conv2D(filters, 5, strides=2, padding="same", activation="relu"),
+                  layers.BatchNormalization(), layers.Dropout(0.4)]
+    stack += [layers.Conv2D(128, 4, activation="relu"), layers.BatchNormalization(), layers.Flatten(),
+              layers.Dropout(0.4), layers.Dense(10, activation="softmax")]
+    return keras.Sequential(stack)
+
+
+def throughput(mode: str, steps: int = 200, batch_size: int = 64, config: str = "quick") -> dict:
+    """Training images/s of the strong net: `plain` model.fit float32, or `project` (the config's trainer)."""
+    import dataclasses
+
     import keras
 
     from . import mnist
-    from .config import TrainConfig
+    from .config import load_config
     from .data import to_images
-    from .member import make_augmenter, make_dataset, setup_tensorflow
-    from .models import make_model
+    from .member import build_model, make_augmenter, make_dataset, setup_tensorflow
 
-    cfg = TrainConfig(mixed_precision=mode == "project", batch_size=batch_size)
+    cfg = dataclasses.replace(load_config(config), batch_size=batch_size, mixed_precision=mode == "project")
     setup_tensorflow(cfg, seed=1)
     x_train, y_train, _, _ = mnist.load_all(mnist.fetch_idx(PROJECT_ROOT / "data" / "mnist"))
-    images, labels = to_images(x_train[: steps * batch_size]), y_train[: steps * batch_size].astype(np.int32)
-    model = make_model("strong")
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", jit_compile=cfg.jit_compile)
+    count = steps * batch_size
+    images, labels = to_images(x_train[:count]), y_train[:count].astype(np.int32)
     if mode == "plain":
-        data = dict(x=images, y=labels, batch_size=batch_size)
+        model = plain_strong_net()
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        fit = dict(x=images, y=labels, batch_size=batch_size)
+        model.fit(x=images[: 10 * batch_size], y=labels[: 10 * batch_size], batch_size=batch_size, verbose=0)
     else:
-        data = dict(x=make_dataset(images, labels, batch_size, 1, make_augmenter(cfg, 1)))
-    model.fit(**{**data, "x": data["x"]}, epochs=1, verbose=0, steps_per_epoch=10 if mode != "plain" else None)
+        model = build_model(cfg, "strong", steps)
+        fit = dict(x=make_dataset(images, labels, batch_size, 1, make_augmenter(cfg, 1)))
+        model.fit(fit["x"].take(2 * cfg.steps_per_execution), shuffle=False, verbose=0)
     started = time.perf_counter()
-    model.fit(**data, epochs=1, verbose=0)
-    return {"images_per_second": len(images) / (time.perf_counter() - started)}
+    model.fit(**fit, epochs=1, verbose=0, shuffle=mode == "plain")
+    return {"images_per_second": count / (time.perf_counter() - started)}
 
 
 def inference(run_dir: str, rows: int = 28_000) -> dict:
     """Images/s of the whole ensemble of `run_dir` predicting `rows` test images."""
-    import keras
-
     from . import mnist
     from .data import to_images
     from .member import predict_probs
+    from .models import load_model
 
     _, _, x_test, _ = mnist.load_all(mnist.fetch_idx(PROJECT_ROOT / "data" / "mnist"))
     images = to_images(np.resize(x_test, (rows, 784)))
-    models = [keras.models.load_model(p) for p in sorted(Path(run_dir).glob("members/*/model.keras"))]
+    models = [load_model(p) for p in sorted(Path(run_dir).glob("members/*/model.keras"))]
     for model in models:
         predict_probs(model, images[:1024])
     started = time.perf_counter()
@@ -140,3 +159,131 @@ def inference(run_dir: str, rows: int = 28_000) -> dict:
         predict_probs(model, images)
     seconds = time.perf_counter() - started
     return {"members": len(models), "images_per_second": rows / seconds, "seconds": seconds}
+
+
+def _median_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.median(values):.1f} (range {min(values):.1f}-{max(values):.1f}, n={len(values)})"
+
+
+def _in_fresh_process(call: str, timeout=7200) -> dict:
+    return _python(f"import json; from digits import bench; print(json.dumps(bench.{call}))", timeout)
+
+
+def machine() -> dict:
+    """The CPU, cores and library versions the figures were measured with."""
+    return _in_fresh_process("_machine()")
+
+
+def _machine() -> dict:
+    from . import manifest
+
+    return {**manifest.host_info(), **manifest.versions()}
+
+
+def main(smoke: bool = False, out: Path | None = None, paths: Paths | None = None, only: str | None = None,
+         log=print) -> Path:
+    """Run every benchmark row side by side and rewrite docs/BENCHMARKS.md (or `out`)."""
+    out = out or REPORT
+    rows = only.split(",") if only else ["peer", "throughput", *TARGETS, "inference"]
+    bench_dir = PROJECT_ROOT / "build" / ("bench-smoke" if smoke else "bench")
+    data_paths = prepare_data(bench_dir, smoke)
+    results, started = {}, time.time()
+    if "peer" in rows:
+        log("peer: the Kaggle tutorial recipe in plain Keras")
+        epochs, steps = (1, 5) if smoke else (30, 640)
+        runs = []
+        for _ in range(1 if smoke else 2):
+            t0 = time.perf_counter()
+            csv = bench_dir / "peer.csv"
+            _in_fresh_process(f"peer_recipe({str(data_paths.data_dir)!r}, {epochs}, {steps}, {str(csv)!r})")
+            runs.append({"seconds": time.perf_counter() - t0, "accuracy": _accuracy(csv, data_paths)})
+        results["peer"] = runs
+    if "throughput" in rows:
+        log("throughput: strong net, plain model.fit float32 vs the project's trainer")
+        steps = 10 if smoke else 200
+        pairs = {"plain": [], "project": []}
+        for _ in range(1 if smoke else 3):
+            for mode in pairs:  # interleaved, so drift in machine load hits both alike
+                pairs[mode].append(_in_fresh_process(f"throughput({mode!r}, {steps})")["images_per_second"])
+        results["throughput"] = pairs
+    for config in TARGETS:
+        if config not in rows:
+            continue
+        repeats = 1 if smoke else TARGETS[config][2]
+        log(f"{config}: {repeats} run(s) of digits train --config {config}")
+        results[config] = [time_config(config, data_paths, smoke) for _ in range(repeats)]
+    if "inference" in rows and "quick" in results:
+        run_dir = data_paths.models_dir / results["quick"][-1]["run"]
+        results["inference"] = _in_fresh_process(f"inference({str(run_dir)!r}, {1000 if smoke else 28_000})")
+    text = render(results, machine(), smoke, time.time() - started)
+    atomic.write_text(out, text)
+    log(f"wrote {out}")
+    return out
+
+
+def _accuracy(csv: Path, paths: Paths) -> float:
+    from .submission import accuracy
+
+    return accuracy(csv, paths.answers_csv)
+
+
+def render(results: dict, host: dict, smoke: bool, seconds: float) -> str:
+    """BENCHMARKS.md: machine, versions, command, and each row's figure, target and pass/fail."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench`" + (" SMOKE=1 (tiny sizes: figures are meaningless)" if smoke else "")
+        + f" on {time.strftime('%Y-%m-%d')}, in {seconds / 60:.0f} min. Data: MNIST's official split "
+        "(train.csv = 60,000 rows, test.csv = 10,000), built offline by `digits download --source mnist "
+        "--layout official`; accuracy is against the held-back test labels, which training never reads. "
+        "Wall time runs from starting `digits train` (reading the CSVs) to the validated submission.",
+        "",
+        f"- Machine: {host['cpu']}, {host['cores']} cores, flags {', '.join(host['cpu_flags']) or 'none'}, "
+        f"GPUs: {', '.join(host['gpus']) or 'none'}",
+        f"- Python {host['python']}, TensorFlow {host['tensorflow']}, Keras {host['keras']}, "
+        f"NumPy {host['numpy']}",
+        "- Command: `make bench" + (" SMOKE=1" if smoke else "") + "`",
+        "",
+        "| row | accuracy (test) | wall time (s) | target | pass |",
+        "|---|---|---|---|---|",
+    ]
+    if "peer" in results:
+        runs = results["peer"]
+        lines.append(f"| peer: Kaggle tutorial recipe, plain Keras | "
+                     f"{_pct([r['accuracy'] for r in runs])} | {_median_spread([r['seconds'] for r in runs])} "
+                     "| (reference) | |")
+    for config, (target_acc, target_s, _) in TARGETS.items():
+        if config not in results:
+            continue
+        runs = results[config]
+        acc, secs = statistics.median(r["accuracy"] for r in runs), statistics.median(r["seconds"] for r in runs)
+        ok = acc >= target_acc and secs <= target_s
+        lines.append(f"| `{config}` | {_pct([r['accuracy'] for r in runs])} | "
+                     f"{_median_spread([r['seconds'] for r in runs])} | >= {target_acc:.2%}, <= {target_s} s | "
+                     f"{'PASS' if ok else 'FAIL'} |")
+    if "throughput" in results:
+        plain, project = results["throughput"]["plain"], results["throughput"]["project"]
+        ratio = statistics.median(project) / statistics.median(plain)
+        lines += [
+            "",
+            "| training throughput, strong net, batch 64 | images/s |",
+            "|---|---|",
+            f"| plain Keras `model.fit`, float32, NumPy arrays | {_median_spread(plain)} |",
+            f"| project trainer (fused batch norm, bf16 where native, tf.data augmentation) | "
+            f"{_median_spread(project)} |",
+            f"| ratio (target >= 2.0x) | {ratio:.2f}x {'PASS' if ratio >= 2 else 'FAIL'} |",
+        ]
+    if "inference" in results:
+        inf = results["inference"]
+        lines += ["", f"Inference: the `quick` ensemble ({inf['members']} members) predicts 28,000 images at "
+                  f"{inf['images_per_second']:.0f} images/s ({inf['seconds']:.1f} s)."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _pct(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2%}"
+    return f"{statistics.median(values):.2%} (range {min(values):.2%}-{max(values):.2%})"

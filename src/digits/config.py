@@ -2,9 +2,8 @@
 
 import dataclasses
 import json
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from .errors import InputError
 
@@ -13,7 +12,7 @@ CONFIGS_DIR = PROJECT_ROOT / "configs"
 COMPETITION = "digit-recognizer"
 # The names in digits.models.ARCHITECTURES (a test keeps them equal). Kept here so that checking a config
 # does not import Keras: bad input must fail in a second, before TensorFlow loads.
-ARCHITECTURE_NAMES = ("strong", "lenet", "slim")
+ARCHITECTURE_NAMES = ("strong", "small", "lenet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +67,9 @@ class TrainConfig:
     early_stopping_patience: int = 0  # 0 = off
     # speed
     mixed_precision: bool = True  # bfloat16 compute where the CPU/GPU supports it
-    jit_compile: bool = False
+    jit_compile: bool = False  # XLA: measured slower on CPU, try it on a GPU
+    steps_per_execution: int = 1  # training steps per call into TensorFlow; more cuts Python overhead
+    deterministic: bool = True  # op determinism: same seed, same bytes (on a GPU it can cost speed)
     predict_batch_size: int = 1024
     tta: bool = False  # average predictions over small shifts at test time
 
@@ -131,6 +132,7 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
         (cfg.members >= 1, "members", "at least 1"),
         (cfg.epochs >= 1, "epochs", "at least 1"),
         (cfg.batch_size >= 1, "batch_size", "at least 1"),
+        (cfg.steps_per_execution >= 1, "steps_per_execution", "at least 1"),
         (0.0 < cfg.holdout_fraction < 0.5, "holdout_fraction", "between 0 and 0.5"),
         (cfg.learning_rate > 0, "learning_rate", "positive"),
         (cfg.schedule in ("plateau", "onecycle"), "schedule", "'plateau' or 'onecycle'"),

@@ -44,7 +44,7 @@ def finish(run_dir: Path, paths: Paths, members: list[int] | None = None, log=pr
     if missing or not chosen:
         raise InputError(f"{run_dir}: members {missing or chosen} not finished (finished: {available})")
     holdout_labels = np.load(run_dir / "holdout.npz")["labels"]
-    infos, holdout_probs, test_probs = zip(*(load_member(run_dir, i) for i in chosen))
+    infos, holdout_probs, test_probs = zip(*(load_member(run_dir, i) for i in chosen), strict=False)
     ensemble_holdout, ensemble_test = average(list(holdout_probs)), average(list(test_probs))
     full = members is None or chosen == available
     tag = "" if full else "-m" + "_".join(str(i) for i in chosen)

@@ -12,6 +12,7 @@ import tensorflow as tf
 from . import atomic
 from .config import TrainConfig
 from .data import to_images
+from .models import load_model, make_model
 
 STATE_FILE = "state.json"
 BACKUP_MODEL = "backup.keras"
@@ -31,7 +32,8 @@ def setup_tensorflow(cfg: TrainConfig, seed: int, threads: int = 0):
         except RuntimeError:
             pass  # already initialised in this process; keep its settings
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy(compute_policy(cfg.mixed_precision))
 
 
@@ -82,6 +84,21 @@ def predict_probs(model, images: np.ndarray, batch_size: int = 1024, tta: bool =
     return probs / np.float32(5.0)
 
 
+def build_model(cfg: TrainConfig, architecture: str, steps_per_epoch: int) -> keras.Model:
+    """The member's network, compiled with the config's optimizer, schedule and speed settings."""
+    model = make_model(architecture)
+    total_steps = cfg.epochs * steps_per_epoch
+    rate = OneCycle(cfg.learning_rate, total_steps) if cfg.schedule == "onecycle" else cfg.learning_rate
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=cfg.jit_compile,
+        steps_per_execution=cfg.steps_per_execution,
+    )
+    return model
+
+
 def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, holdout_labels, test_pixels,
                  member_dir, threads: int = 0, log=print) -> dict:
     """Train member `index` into `member_dir`, continuing from its last finished epoch if any."""
@@ -94,20 +111,11 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     labels, holdout_labels = np.asarray(labels, np.int32), np.asarray(holdout_labels, np.int32)
     state = _read_state(member_dir)
     if state["epochs_done"]:
-        model = keras.models.load_model(member_dir / BACKUP_MODEL)
+        model = load_model(member_dir / BACKUP_MODEL)
         log(f"member {index}: resuming after epoch {state['epochs_done']}")
     else:
-        from .models import make_model
-
-        model = make_model(architecture)
-        model.compile(
-            optimizer=keras.optimizers.Adam(cfg.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-            jit_compile=cfg.jit_compile,
-        )
-    steps_per_epoch = math.ceil(len(images) / cfg.batch_size)
-    callbacks = _schedule_callbacks(cfg, steps_per_epoch, state)
+        model = build_model(cfg, architecture, math.ceil(len(images) / cfg.batch_size))
+    callbacks = _schedule_callbacks(cfg, state)
     callbacks.append(EpochCheckpoint(member_dir, state, callbacks, log=lambda m: log(f"member {index}: {m}")))
     if cfg.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping_patience))
@@ -125,7 +133,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
             verbose=0,
         )
     train_seconds = time.time() - started + state.get("train_seconds", 0.0)
-    best = keras.models.load_model(member_dir / BEST_MODEL)
+    best = load_model(member_dir / BEST_MODEL)
     started = time.time()
     holdout_probs = predict_probs(best, holdout_images, cfg.predict_batch_size, cfg.tta)
     test_probs = predict_probs(best, to_images(test_pixels), cfg.predict_batch_size, cfg.tta)
@@ -158,9 +166,9 @@ def _read_state(member_dir: Path) -> dict:
     return {"epochs_done": 0, "history": [], "best": -1.0, "best_epoch": 0, "plateau": {}, "train_seconds": 0.0}
 
 
-def _schedule_callbacks(cfg: TrainConfig, steps_per_epoch: int, state: dict) -> list:
+def _schedule_callbacks(cfg: TrainConfig, state: dict) -> list:
     if cfg.schedule == "onecycle":
-        return [OneCycle(cfg.learning_rate, cfg.epochs * steps_per_epoch, steps_per_epoch)]
+        return []  # the optimizer's OneCycle schedule sets the rate every step
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor=cfg.plateau_monitor,
         factor=cfg.plateau_factor,
@@ -175,25 +183,22 @@ def _learning_rate(model) -> float:
     return float(np.asarray(model.optimizer.learning_rate))
 
 
-class OneCycle(keras.callbacks.Callback):
-    """Per-batch learning rate: linear warm-up over 20% of steps to `peak`, then cosine decay."""
+@keras.saving.register_keras_serializable(package="digits")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak` over the first 15% of steps, then cosine decay towards zero."""
 
-    def __init__(self, peak: float, total_steps: int, steps_per_epoch: int):
-        super().__init__()
-        self.peak, self.total_steps, self.steps_per_epoch = peak, total_steps, steps_per_epoch
+    def __init__(self, peak: float, total_steps: int):
+        self.peak, self.total_steps = float(peak), int(total_steps)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = max(1.0, 0.15 * self.total_steps)
+        progress = tf.minimum((step - warm) / max(1.0, self.total_steps - warm), 1.0)
+        decay = 0.5 * self.peak * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < warm, self.peak * (step + 1.0) / warm, tf.maximum(decay, self.peak * 1e-3))
 
-    def on_train_batch_begin(self, batch, logs=None):
-        step = self.epoch * self.steps_per_epoch + batch
-        warm = max(1, int(0.2 * self.total_steps))
-        if step < warm:
-            rate = self.peak * (0.04 + 0.96 * step / warm)
-        else:
-            progress = min(1.0, (step - warm) / max(1, self.total_steps - warm))
-            rate = self.peak * 0.5 * (1 + math.cos(math.pi * progress))
-        self.model.optimizer.learning_rate.assign(max(rate, self.peak * 1e-3))
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps}
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

@@ -102,7 +102,7 @@ def _run_config(run_dir: Path) -> dict:
 
 def load_models(run_dir: Path) -> list:
     """Every finished member's best model (members/mNN/model.keras) of the run."""
-    import keras
+    from .models import load_model
 
     run_dir = Path(run_dir)
     _run_config(run_dir)
@@ -114,7 +114,7 @@ def load_models(run_dir: Path) -> list:
         path = run_dir / "members" / f"m{index:02d}" / "model.keras"
         if not path.is_file():
             raise InputError(f"{path}: file not found (member {index} is marked done)")
-        models.append(keras.models.load_model(path))
+        models.append(load_model(path))
     return models
 
 
