@@ -65,12 +65,15 @@ def make_augmenter(cfg: TrainConfig, seed: int):
 
 
 def make_dataset(images, labels, batch_size: int, seed: int, augmenter=None):
-    """Shuffled, batched tf.data pipeline with augmentation applied per batch in parallel."""
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    if augmenter is not None:
-        dataset = dataset.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    """Seeded reshuffle of row indices each epoch; batches gathered from in-memory tensors, then augmented."""
+    images, labels = tf.constant(images), tf.constant(labels)
+    dataset = tf.data.Dataset.range(len(labels)).shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+
+    def gather(index):
+        batch = tf.gather(images, index)
+        return (augmenter(batch, training=True) if augmenter is not None else batch), tf.gather(labels, index)
+
+    return dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def predict_probs(model, images: np.ndarray, batch_size: int = 1024, tta: bool = False) -> np.ndarray:
@@ -132,7 +135,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
             shuffle=False,  # the dataset shuffles itself, seeded
             verbose=0,
         )
-    train_seconds = time.time() - started + state.get("train_seconds", 0.0)
+    train_seconds = state["train_seconds"]
     best = load_model(member_dir / BEST_MODEL)
     started = time.time()
     holdout_probs = predict_probs(best, holdout_images, cfg.predict_batch_size, cfg.tta)
@@ -222,7 +225,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         logs["learning_rate"] = self.rate
         state["history"] = state["history"][:epoch] + [logs]
-        if logs.get("val_accuracy", -1.0) > state["best"]:
+        if logs.get("val_accuracy", -1.0) >= state["best"]:  # on a tie the later epoch, at a lower rate, wins
             state["best"], state["best_epoch"] = logs["val_accuracy"], epoch + 1
             with atomic.atomic_path(self.member_dir / BEST_MODEL) as tmp:
                 self.model.save(tmp)
