@@ -35,3 +35,18 @@ def test_fused_batch_norm_matches_keras_batch_normalization(tmp_path):
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_one_cycle_model_loads_in_a_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    from digits.config import load_config
+    from digits.member import build_model
+
+    model = build_model(load_config("quick"), "small", steps_per_epoch=10)
+    model.save(tmp_path / "m.keras")
+    code = (f"from digits.models import load_model; m = load_model({str(tmp_path / 'm.keras')!r}); "
+            "print(type(m.optimizer._learning_rate).__name__, m.optimizer._learning_rate.total_steps)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["OneCycle", str(12 * 10)]

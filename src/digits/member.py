@@ -12,7 +12,7 @@ import tensorflow as tf
 from . import atomic
 from .config import TrainConfig
 from .data import to_images
-from .models import load_model, make_model
+from .models import OneCycle, load_model, make_model
 
 STATE_FILE = "state.json"
 BACKUP_MODEL = "backup.keras"
@@ -184,24 +184,6 @@ def _schedule_callbacks(cfg: TrainConfig, state: dict) -> list:
 
 def _learning_rate(model) -> float:
     return float(np.asarray(model.optimizer.learning_rate))
-
-
-@keras.saving.register_keras_serializable(package="digits")
-class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to `peak` over the first 15% of steps, then cosine decay towards zero."""
-
-    def __init__(self, peak: float, total_steps: int):
-        self.peak, self.total_steps = float(peak), int(total_steps)
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warm = max(1.0, 0.15 * self.total_steps)
-        progress = tf.minimum((step - warm) / max(1.0, self.total_steps - warm), 1.0)
-        decay = 0.5 * self.peak * (1.0 + tf.cos(math.pi * progress))
-        return tf.where(step < warm, self.peak * (step + 1.0) / warm, tf.maximum(decay, self.peak * 1e-3))
-
-    def get_config(self):
-        return {"peak": self.peak, "total_steps": self.total_steps}
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

@@ -1,5 +1,7 @@
 """The model factory: every network the configs can name, built as a Keras `Sequential`."""
 
+import math
+
 import keras
 import tensorflow as tf
 from keras import layers
@@ -40,6 +42,24 @@ class FusedBatchNorm(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="digits")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `peak` over the first 15% of steps, then cosine decay towards zero."""
+
+    def __init__(self, peak: float, total_steps: int):
+        self.peak, self.total_steps = float(peak), int(total_steps)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = max(1.0, 0.15 * self.total_steps)
+        progress = tf.minimum((step - warm) / max(1.0, self.total_steps - warm), 1.0)
+        decay = 0.5 * self.peak * (1.0 + tf.cos(math.pi * progress))
+        return tf.where(step < warm, self.peak * (step + 1.0) / warm, tf.maximum(decay, self.peak * 1e-3))
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps}
 
 
 def _conv_bn(filters, kernel, **kwargs):
