@@ -122,6 +122,12 @@ def test_make_download_train_submit_end_to_end(served_zip, small_data, home, tmp
         assert "from Kaggle, checked" in forced.stdout
         assert server.paths()[before].endswith("/DownloadDataFiles")
 
+        # the offline files of `make demo` (they come with answers.csv) are replaced by Kaggle's, answers removed
+        (paths.data_dir / "answers.csv").write_text("ImageId,Label\n1,0\n")
+        replaced = run_cli("download", *path_args(paths), env=env, check=True)
+        assert "offline MNIST files" in replaced.stdout and "from Kaggle, checked" in replaced.stdout
+        assert not (paths.data_dir / "answers.csv").exists()
+
 
 @pytest.mark.parametrize("status", [401, 403])
 def test_refusals_give_advice(status, served_zip, small_data, home, tmp_path):

@@ -223,8 +223,7 @@ def _network_problem(output: str, environ) -> str | None:
 
 def _validate(folder: Path, cache_dir: Path) -> tuple[int, int]:
     """Check train.csv and test.csv in `folder` with the project's reader; return their row counts."""
-    _, labels = data.read_train(data.find_csv(folder, "train.csv"), cache_dir)
-    test = data.read_test(data.find_csv(folder, "test.csv"), cache_dir)
+    _, labels, test, _ = data.read_inputs(folder, cache_dir)
     return len(labels), len(test)
 
 
@@ -235,9 +234,11 @@ def _already_there(data_dir: Path, cache_dir: Path, log) -> bool:
         if any((data_dir / name).exists() for name in (*DATA_FILES, data.COMPETITION_ZIP)):
             log(f"the data in {data_dir} is not usable ({err}); downloading it again")
         return False
-    offline = " (answers.csv too: the offline files of `make demo`?)" if (data_dir / "answers.csv").exists() else ""
-    log(f"{data_dir}: train.csv ({train_rows} rows) and test.csv ({test_rows} rows) are already there and valid"
-        f"{offline}; nothing to do (FORCE=1, or --force, downloads Kaggle's again)")
+    if (data_dir / "answers.csv").exists():
+        log(f"{data_dir} holds the offline MNIST files of `make demo` (answers.csv); replacing them with Kaggle's")
+        return False
+    log(f"{data_dir}: train.csv ({train_rows} rows) and test.csv ({test_rows} rows) are already there and valid; "
+        "nothing to do (FORCE=1, or --force, downloads Kaggle's again)")
     return True
 
 
@@ -259,15 +260,14 @@ def download(data_dir, force: bool = False, log=print) -> Path:
             train_rows, test_rows = _validate(staging, cache_dir)
         except InputError as err:
             raise KaggleError(f"the downloaded data failed the checks; {data_dir} was left as it was: {err}") from None
-        old_test = (data_dir / "test.csv").read_bytes() if (data_dir / "test.csv").is_file() else None
         for name in names:
             os.replace(staging / name, data_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     answers = data_dir / "answers.csv"
-    if answers.exists() and old_test != (data_dir / "test.csv").read_bytes():
+    if answers.exists():
         answers.unlink()
-        log(f"removed {answers}: it held the answers to the previous test.csv")
+        log(f"removed {answers}: it held the answers to the offline test.csv it replaced")
     log(f"{data_dir}: train.csv ({train_rows} rows) and test.csv ({test_rows} rows) from Kaggle, checked")
     return data_dir
 

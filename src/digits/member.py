@@ -114,7 +114,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     labels, holdout_labels = np.asarray(labels, np.int32), np.asarray(holdout_labels, np.int32)
     state = _read_state(member_dir)
     if state["epochs_done"]:
-        model = load_model(member_dir / BACKUP_MODEL)
+        model = load_model(member_dir / BACKUP_MODEL, for_training=True)
         log(f"member {index}: resuming after epoch {state['epochs_done']}")
     else:
         model = build_model(cfg, architecture, math.ceil(len(images) / cfg.batch_size))

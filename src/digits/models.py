@@ -108,6 +108,6 @@ def make_model(name: str, num_classes: int = 10) -> keras.Model:
     return keras.Sequential([keras.Input((28, 28, 1)), *body, *head], name=name)
 
 
-def load_model(path) -> keras.Model:
-    """Load a saved member; importing this module registers the factory's custom layers first."""
-    return keras.models.load_model(path)
+def load_model(path, for_training: bool = False) -> keras.Model:
+    """Load a saved member (this module registers the custom objects); with its optimizer only to train on."""
+    return keras.models.load_model(path, compile=for_training)
