@@ -47,7 +47,7 @@ def test_bad_submission_is_named(case, small_data, tmp_path):
     edit, expected = BAD[case]
     path = tmp_path / "submission.csv"
     path.write_text("\n".join(edit(_good_lines((small_data / "answers.csv").read_text()))) + "\n")
-    test_rows = submission.count_rows(small_data / "test.csv")
+    test_rows = len(data.read_test(data.find_csv(small_data, "test.csv")))
     assert test_rows == TEST_ROWS
 
     with pytest.raises(InputError) as caught:  # as `digits submit` checks it: against test.csv

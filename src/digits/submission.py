@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from . import atomic
 from .errors import InputError
@@ -63,11 +62,6 @@ def read(path, expected_rows: int | None = None, expected_from: str = "test.csv"
 
 
 _DIGITS = frozenset(str(d) for d in range(10))
-
-
-def count_rows(csv_path) -> int:
-    """Data rows in a CSV with a header (for checking a submission against test.csv)."""
-    return len(pd.read_csv(csv_path, usecols=[0]))
 
 
 def accuracy(submission_path, answers_path) -> float:
