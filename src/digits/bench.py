@@ -18,15 +18,6 @@ TARGETS = {"fast": (0.9940, 85, 3), "quick": (0.9955, 600, 1), "strong": (0.9970
 SMOKE_SET = ["--set", "epochs=1", "--set", "members=1", "--set", "architectures=lenet"]
 
 
-def _python(code: str, timeout=7200) -> dict:
-    """Run `code` in a fresh interpreter (clean TF state); it prints one JSON line last."""
-    env_cmd = [sys.executable, "-c", code]
-    out = subprocess.run(env_cmd, capture_output=True, text=True, timeout=timeout, cwd=PROJECT_ROOT)
-    if out.returncode != 0:
-        raise RuntimeError(f"benchmark step failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def prepare_data(bench_dir: Path, smoke: bool) -> Paths:
     """Official-layout MNIST CSVs (60,000 / 10,000; tiny in smoke mode) with answers, built offline."""
     from . import mnist
@@ -198,7 +189,13 @@ def _median_spread(values: list[float]) -> str:
 
 
 def _in_fresh_process(call: str, timeout=7200) -> dict:
-    return _python(f"import json; from digits import bench; print(json.dumps(bench.{call}))", timeout)
+    """Run `bench.<call>` in a fresh interpreter (clean TensorFlow state) and return its JSON result."""
+    code = f"import json; from digits import bench; print(json.dumps(bench.{call}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                         cwd=PROJECT_ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark step failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def machine() -> dict:

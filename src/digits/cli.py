@@ -115,9 +115,8 @@ def cmd_report(args):
 def cmd_predict_image(args):
     from . import predict_image
 
-    paths = _paths(args)
-    run_dir = _run_dir(args.run, paths) if args.run else None
-    predict_image.command(args.images, run_dir, paths, as_json=args.json, save_dir=args.save_preprocessed)
+    predict_image.command(args.images, _run_dir(args.run, _paths(args)), as_json=args.json,
+                          save_dir=args.save_preprocessed)
 
 
 def cmd_describe(args):

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, data, ensemble
-from .config import Paths
 from .errors import InputError
 
 BOX = 20  # MNIST scaled each digit's longer side to 20 px ...
@@ -160,12 +159,8 @@ def _save_preprocessed(images: list, pixels: np.ndarray, save_dir: Path) -> list
     return written
 
 
-def command(images: list[str], run_dir: Path | None, paths: Paths, as_json: bool = False, save_dir=None):
+def command(images: list[str], run_dir: Path, as_json: bool = False, save_dir=None):
     """`digits predict-image`: print each image's digit and top-3 probabilities (or JSON)."""
-    if run_dir is None:
-        from .cli import _run_dir
-
-        run_dir = _run_dir("latest", paths)
     results = predict_files(images, run_dir, save_dir)
     if as_json:
         print(json.dumps({"run": str(run_dir), "predictions": results}, indent=2))
