@@ -11,14 +11,8 @@ RUN ?= latest
 .PHONY: help venv download train ensemble evaluate submit submissions demo report describe \
         kernel kernel-push kernel-status kernel-output test test-all lint bench clean
 
-help:
-	@echo "make download [SOURCE=kaggle|mnist] [LAYOUT=kaggle|official] [FORCE=1]"
-	@echo "make train [CONFIG=quick|fast|strong|full|tiny] [ARGS='--set epochs=5']"
-	@echo "make submit [FILE=submissions/<run>.csv] [MESSAGE='...']   make submissions"
-	@echo "make demo      offline: MNIST -> Kaggle-shaped CSVs -> train quick -> submission -> accuracy"
-	@echo "make ensemble RUN=<run> [MEMBERS=0,2]   make evaluate [FILE=...]   make report [RUN=...]"
-	@echo "make kernel [CONFIG=full]   make kernel-push | kernel-status | kernel-output"
-	@echo "make test   make test-all (with slow tests)   make lint   make bench [SMOKE=1]"
+help: ## show this list (each target's comment in the Makefile)
+	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / {printf "make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,60 +20,61 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements-dev.txt -e .
 	touch $@
 
-venv: $(BIN)/.installed
+venv: $(BIN)/.installed ## create the virtualenv .venv [VENV=dir] (every target does this first)
 
-download: venv
+download: venv ## get the data into data/ [SOURCE=kaggle|mnist] [LAYOUT=kaggle|official] [FORCE=1]
 	$(DIGITS) download --source $(SOURCE) --layout $(LAYOUT) $(if $(FORCE),--force) $(ARGS)
 
-train: venv
+train: venv ## train an ensemble, write a submission [CONFIG=quick|fast|strong|full|tiny] [ARGS='--set epochs=5']
 	$(DIGITS) train --config $(CONFIG) $(ARGS)
 
-ensemble: venv
+ensemble: venv ## average a run's members into a submission RUN=<run> [MEMBERS=0,2]
 	$(DIGITS) ensemble $(RUN) $(if $(MEMBERS),--members $(MEMBERS))
 
-evaluate: venv
+evaluate: venv ## score a submission against data/answers.csv [FILE=submissions/<run>.csv]
 	$(DIGITS) evaluate $(or $(FILE),latest)
 
-submit: venv
+submit: venv ## send a submission to Kaggle [FILE=submissions/<run>.csv] [MESSAGE='...']
 	$(DIGITS) submit $(FILE) $(if $(MESSAGE),-m "$(MESSAGE)") $(ARGS)
 
-submissions: venv
+submissions: venv ## list your recent Kaggle submissions and scores
 	$(DIGITS) submissions $(ARGS)
 
-demo: venv
+demo: venv ## offline, under 10 min: MNIST -> Kaggle-shaped CSVs -> quick in a 9-min budget -> score [BUDGET=9m]
 	$(DIGITS) download --source mnist --layout kaggle
-	$(DIGITS) train --config quick $(ARGS)
+	$(DIGITS) train --config quick --budget $(or $(BUDGET),9m) $(ARGS)
 	$(DIGITS) evaluate latest
 
-report: venv
+report: venv ## rebuild a run's figures and report.html [RUN=latest|<run>]
 	$(DIGITS) report $(RUN)
 
-describe: venv
+describe: venv ## show each member's architecture and parameter counts [CONFIG=quick]
 	$(DIGITS) describe --config $(CONFIG)
 
-kernel: venv
-	$(DIGITS) kernel build --config $(or $(filter-out quick,$(CONFIG)),full) $(ARGS)
+kernel: venv ## build the Kaggle kernel [CONFIG=full] [GPU=...]
+	$(DIGITS) kernel build --config $(if $(filter file,$(origin CONFIG)),full,$(CONFIG)) $(if $(GPU),--gpu $(GPU)) $(ARGS)
 
-kernel-push: venv
+kernel-push: venv ## push the built kernel to Kaggle
 	$(DIGITS) kernel push $(ARGS)
 
-kernel-status: venv
+kernel-status: venv ## show the pushed kernel's status
 	$(DIGITS) kernel status $(ARGS)
 
-kernel-output: venv
+kernel-output: venv ## fetch the kernel's output
 	$(DIGITS) kernel output $(ARGS)
 
-test: venv
+test: venv ## run the tests (slow ones skipped)
 	$(BIN)/python -m pytest -q
 
-test-all: venv
+test-all: venv ## run every test, slow ones too
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-lint: venv
+lint: venv ## ruff check src tests
 	$(BIN)/ruff check src tests
 
-bench: venv
-	$(DIGITS) bench $(if $(SMOKE),--smoke) $(if $(ONLY),--only $(ONLY))
+bench: venv ## measure accuracy and speed per CPU class, rewrite docs/BENCHMARKS.md [SMOKE=1] [ONLY=rows] [CPU=bf16|avx2]
+	$(BIN)/python -m benchmarks.bench $(if $(SMOKE),--smoke) $(if $(ONLY),--only $(ONLY)) $(if $(CPU),--cpu $(CPU)) \
+	    $(if $(REPEATS),--repeats $(REPEATS))
 
-clean:
+clean: ## remove build/, .pytest_cache and data/cache
 	rm -rf build .pytest_cache data/cache

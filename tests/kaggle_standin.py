@@ -1,7 +1,10 @@
 """Loopback stand-in for the Kaggle API, for driving the real `kaggle` CLI in tests.
 
 The kaggle CLI 2.x talks to http://localhost (port 80) when run with
-KAGGLE_API_ENVIRONMENT=LOCALHOST. Every API call is a JSON POST to
+KAGGLE_API_ENVIRONMENT=LOCALHOST, through `requests`, which honours HTTP_PROXY. The
+stand-in listens on a free high port and plays that proxy (HTTP_PROXY=http://127.0.0.1:<port>,
+with localhost not in NO_PROXY): it takes the absolute-URI request lines a proxy gets,
+so no root and no fixed port are needed. Every API call is a JSON POST to
 /api/v1/<service>/<method>; file bodies travel over plain GET/PUT URLs that the
 API hands out (the `/_files/`, `/_upload/` and `/_output/` paths below).
 """
@@ -10,17 +13,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import io
 import json
 import socket
 import threading
-import time
 import zipfile
 from datetime import UTC, datetime
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
+from urllib.parse import urlsplit
 
 COMPETITION_API = "/api/v1/competitions.CompetitionApiService/"
 KERNELS_API = "/api/v1/kernels.KernelsApiService/"
@@ -32,35 +34,29 @@ ERROR_MESSAGES = {
 }
 
 
-def cli_env(home: str, **extra: str) -> dict:
-    """Minimal environment for running the kaggle CLI against the stand-in."""
+def cli_env(home: str, proxy: str | None = None, **extra: str) -> dict:
+    """Minimal environment for running the kaggle CLI against the stand-in whose `proxy` URL is given."""
     env = {
         "HOME": home,
         "PATH": "/usr/bin:/bin",
         "KAGGLE_API_ENVIRONMENT": "LOCALHOST",
-        "NO_PROXY": "localhost,127.0.0.1",
         "PYTHONUNBUFFERED": "1",
     }
+    if proxy:  # both spellings (the lower-case one wins), and no NO_PROXY: it must not cover localhost
+        env.update(HTTP_PROXY=proxy, http_proxy=proxy, NO_PROXY="", no_proxy="")
     env.update(extra)
     return env
 
 
 class KaggleStandIn:
-    """Fake Kaggle API server on 127.0.0.1:<port>, used as a context manager."""
+    """Fake Kaggle API server on 127.0.0.1:<free port>, reached as the proxy for http://localhost."""
 
-    def __init__(
-        self,
-        zip_bytes: bytes,
-        port: int = 80,
-        competition: str = "digit-recognizer",
-        wait_s: float = 60.0,
-    ):
-        """Serve `zip_bytes` as the data of `competition`; wait up to `wait_s` for a port another run holds."""
+    def __init__(self, zip_bytes: bytes, competition: str = "digit-recognizer"):
+        """Serve `zip_bytes` as the data of `competition`."""
         self.zip_bytes = zip_bytes
-        self.port = port
-        self.wait_s = wait_s
+        self.port = 0  # set on __enter__
         self.competition = competition
-        self.base_url = "http://localhost" if port == 80 else f"http://localhost:{port}"
+        self.base_url = "http://localhost"  # what the client asks for; it reaches us through HTTP_PROXY
         # Answer every request with this status (401/403/...) and fail_message
         # (default ERROR_MESSAGES[fail_with]) as Kaggle's {"code", "message"} JSON.
         self.fail_with: int | None = None
@@ -76,17 +72,18 @@ class KaggleStandIn:
         self.kernel_failure_message: str | None = None
         self.kernel_outputs: dict[str, bytes] = {}  # `kernels output` files, by relative path
         self.kernel_log = ""
+        self.missing_outputs: set[str] = set()  # listed in kernel_outputs, but their download answers 404
+        self.output_pages: list[dict] = []  # ListKernelSessionOutput requests (pageSize, pageToken)
+        self.push_error: str | None = None  # SaveKernel answers {"error": ...}: the CLI prints it, exits 0
+        self.invalid_competition_sources: list[str] = []  # SaveKernel reports these as not attached
         self.last_modified = formatdate(usegmt=True)  # of every served file
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
     def __enter__(self) -> Self:
-        """Bind 127.0.0.1:<port> and serve in a background thread."""
-        self._httpd = _bind(
-            lambda: ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self)),
-            self.port,
-            self.wait_s,
-        )
+        """Bind a free port on 127.0.0.1 and serve in a background thread."""
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self.port = self._httpd.server_address[1]
         self._httpd.daemon_threads = True
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
@@ -95,6 +92,11 @@ class KaggleStandIn:
         """Stop serving and release the port."""
         self._httpd.shutdown()
         self._httpd.server_close()
+
+    @property
+    def proxy(self) -> str:
+        """The HTTP_PROXY value that sends the kaggle CLI (LOCALHOST mode) here."""
+        return f"http://127.0.0.1:{self.port}"
 
     def paths(self) -> list[str]:
         """Paths of all recorded requests, in order."""
@@ -145,12 +147,15 @@ class KaggleStandIn:
         if path.startswith(KERNELS_API):
             if name == "SaveKernel":
                 self.kernel_pushes.append(req)
+                if self.push_error:
+                    return 200, {"error": self.push_error}
                 slug = req.get("slug") or f"testuser/kernel-{req.get('id')}"
                 return 200, {
                     "ref": f"/code/{slug}",
                     "url": f"{self.base_url}/code/{slug}",
                     "versionNumber": len(self.kernel_pushes),
                     "kernelId": 1,
+                    "invalidCompetitionSources": self.invalid_competition_sources,
                 }
             if name == "GetKernelSessionStatus":
                 body = {"status": self.kernel_status}
@@ -158,14 +163,21 @@ class KaggleStandIn:
                     body["failureMessage"] = self.kernel_failure_message
                 return 200, body
             if name == "ListKernelSessionOutput":
-                files = [
-                    {"fileName": n, "url": f"{self.base_url}/_output/{n}"}
-                    for n in self.kernel_outputs
-                ]
-                return 200, {"files": files, "log": self.kernel_log or None}
+                return 200, self._output_page(req)
         if path == OAUTH_API + "IntrospectToken":
             return 200, {"active": True, "username": "testuser"}
         return 404, {"code": 404, "message": f"stand-in does not implement {path}"}
+
+    def _output_page(self, req: dict) -> dict:
+        """One page of the kernel's output files, `pageSize` at a time, as Kaggle pages them."""
+        self.output_pages.append({k: req.get(k) for k in ("pageSize", "pageToken")})
+        start, size = int(req.get("pageToken") or 0), int(req.get("pageSize") or 20)
+        names = list(self.kernel_outputs)[start:start + size]
+        body = {"files": [{"fileName": n, "url": f"{self.base_url}/_output/{n}"} for n in names],
+                "log": self.kernel_log or None}
+        if start + size < len(self.kernel_outputs):
+            body["nextPageToken"] = str(start + size)
+        return body
 
     def _create_submission(self, req: dict):
         """Turn a finished upload into a recorded submission."""
@@ -204,46 +216,13 @@ class KaggleStandIn:
         }
 
 
-_stuck_ports: set[int] = set()  # ports that stayed busy for a whole wait: later binds fail at once
-
-
-def _bind(make, port: int, wait_s: float):
-    """Call `make()` until the port is free (another test run may hold it) or `wait_s` has passed."""
-    deadline = time.monotonic() + (0 if port in _stuck_ports else wait_s)
-    while True:
-        try:
-            return make()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE and time.monotonic() < deadline:
-                time.sleep(0.2)
-                continue
-            if exc.errno == errno.EADDRINUSE:
-                _stuck_ports.add(port)
-            raise RuntimeError(
-                f"KaggleStandIn cannot bind 127.0.0.1:{port} ({exc}); the kaggle CLI in "
-                "LOCALHOST mode only talks to http://localhost:80, so these tests need port 80 "
-                "(run as root or grant CAP_NET_BIND_SERVICE) and nothing else listening there"
-            ) from exc
-
-
 @contextlib.contextmanager
-def port_closed(port: int = 80, wait_s: float = 60.0):
-    """Hold 127.0.0.1:<port> bound but not listening: connections are refused, and no other run's
-    stand-in can answer them meanwhile."""
-
-    def make():
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server: TIME_WAIT is no obstacle
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-    sock = _bind(make, port, wait_s)
+def port_closed():
+    """A free 127.0.0.1 port, held bound but not listening: connections to it are refused. Yields the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        yield
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
     finally:
         sock.close()
 
@@ -256,6 +235,16 @@ def _handler_for(standin: KaggleStandIn):
 
         def log_message(self, *args) -> None:
             """Keep pytest output quiet."""
+
+        def parse_request(self) -> bool:
+            """Accept a proxy's absolute-URI request line (GET http://localhost/x): keep only the path."""
+            if not super().parse_request():
+                return False
+            self.target = self.path
+            if self.path.startswith(("http://", "https://")):
+                parts = urlsplit(self.path)
+                self.path = parts.path + (f"?{parts.query}" if parts.query else "")
+            return True
 
         def _read_body(self) -> bytes:
             """Read a Content-Length or chunked request body."""
@@ -283,6 +272,7 @@ def _handler_for(standin: KaggleStandIn):
             entry = {
                 "method": self.command,
                 "path": self.path,
+                "target": self.target,  # the request line's target: absolute when sent through the proxy
                 "headers": dict(self.headers),
                 "body": body,
                 "json": parsed,
@@ -352,7 +342,8 @@ def _handler_for(standin: KaggleStandIn):
                         pass
             elif self.path.startswith("/_output/"):
                 # output names may have folders (runs/<id>/metrics.json)
-                data = standin.kernel_outputs.get(self.path.split("?")[0][len("/_output/"):])
+                name = self.path.split("?")[0][len("/_output/"):]
+                data = None if name in standin.missing_outputs else standin.kernel_outputs.get(name)
             if data is None:
                 self._send_json(404, {"code": 404, "message": "Not found"})
                 return

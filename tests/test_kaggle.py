@@ -32,9 +32,9 @@ def _no_outside_credentials(monkeypatch):
         monkeypatch.delenv(name)
 
 
-def env_for(home: Path, **extra) -> dict:
-    """Environment of a CLI run: fake HOME, kaggle CLI in LOCALHOST mode (http://localhost:80)."""
-    env = cli_env(str(home), MPLCONFIGDIR=str(PROJECT_ROOT / ".cache" / "matplotlib"), **extra)
+def env_for(home: Path, proxy: str, **extra) -> dict:
+    """Environment of a CLI run: fake HOME, kaggle CLI in LOCALHOST mode reaching the stand-in at `proxy`."""
+    env = cli_env(str(home), proxy, MPLCONFIGDIR=str(PROJECT_ROOT / ".cache" / "matplotlib"), **extra)
     env.pop("PATH")  # keep the caller's PATH (make, the venv)
     return env
 
@@ -97,8 +97,8 @@ def test_make_download_train_submit_end_to_end(served_zip, small_data, home, tmp
     """`make download train submit submissions` with the real client: data checked in place, exact bytes sent."""
     paths = paths_under(tmp_path / "project")
     args = " ".join(map(str, path_args(paths)))
-    env = env_for(home)
     with KaggleStandIn(served_zip) as server:
+        env = env_for(home, server.proxy)
         proc = make("download", "train", "submit", "submissions", env=env, CONFIG="tiny", ARGS=args)
         assert proc.returncode == 0
         for name in ("train.csv", "test.csv", "sample_submission.csv"):
@@ -135,8 +135,8 @@ def test_refusals_give_advice(status, served_zip, small_data, home, tmp_path):
     paths = paths_under(tmp_path / "project")
     paths.data_dir.mkdir(parents=True)
     file = valid_submission(small_data, paths.submissions_dir / "run.csv")
-    env = env_for(home)
     with KaggleStandIn(served_zip) as server:
+        env = env_for(home, server.proxy)
         server.fail_with = status
         download = run_cli("download", *path_args(paths), env=env)
         assert list(paths.data_dir.iterdir()) == []  # nothing half-written
@@ -161,7 +161,8 @@ def test_invalid_submissions_never_reach_the_server(served_zip, small_data, home
     bad_label = valid_submission(small_data, tmp_path / "bad_label.csv")
     bad_label.write_text(bad_label.read_text().replace("\n3,", "\n3,x", 1))
     with KaggleStandIn(served_zip) as server:
-        results = [run_cli("submit", file, *path_args(paths), env=env_for(home)) for file in (short, bad_label)]
+        env = env_for(home, server.proxy)
+        results = [run_cli("submit", file, *path_args(paths), env=env) for file in (short, bad_label)]
     assert results[0].returncode == 2 and "short.csv, row 4" in results[0].stderr and "500" in results[0].stderr
     assert results[1].returncode == 2 and "bad_label.csv, row 4, column 'Label'" in results[1].stderr
     assert server.requests == []
@@ -173,10 +174,11 @@ def test_no_credentials_lists_the_options_and_sends_nothing(served_zip, small_da
     paths = Paths(data_dir=tmp_path / "data", models_dir=tmp_path / "models", submissions_dir=tmp_path / "subs")
     file = valid_submission(small_data, paths.submissions_dir / "run.csv")
     with KaggleStandIn(served_zip) as server:
-        download = run_cli("download", *path_args(paths), env=env_for(bare))
+        download = run_cli("download", *path_args(paths), env=env_for(bare, server.proxy))
         paths.data_dir.mkdir()
         (paths.data_dir / "test.csv").write_bytes((small_data / "test.csv").read_bytes())
-        submit = make("submit", env=env_for(bare), FILE=file, ARGS=" ".join(map(str, path_args(paths))))
+        submit = make("submit", env=env_for(bare, server.proxy), FILE=file,
+                      ARGS=" ".join(map(str, path_args(paths))))
     for proc in (download, submit):
         assert proc.returncode != 0
         for option in ("kaggle.json", "KAGGLE_CONFIG_DIR", "KAGGLE_USERNAME and KAGGLE_KEY", "KAGGLE_API_TOKEN",
@@ -191,24 +193,25 @@ def test_bad_download_leaves_data_as_it_was(small_data, home, tmp_path):
     data_dir.mkdir()
     (data_dir / "train.csv").write_text("label,pixel0\n1,0\n")  # invalid: --force must still not replace it
     bad = zip_of(small_data, train_csv=(small_data / "train.csv").read_bytes().replace(b"\n7,", b"\n17,", 1))
-    with KaggleStandIn(bad):
-        proc = run_cli("download", "--data-dir", data_dir, env=env_for(home))
+    with KaggleStandIn(bad) as server:
+        proc = run_cli("download", "--data-dir", data_dir, env=env_for(home, server.proxy))
     assert proc.returncode == 1 and "failed the checks" in proc.stderr and "expected an integer 0..9" in proc.stderr
     assert sorted(p.name for p in data_dir.iterdir() if p.name != "cache") == ["train.csv"]
     assert (data_dir / "train.csv").read_text() == "label,pixel0\n1,0\n"
 
 
 def test_unreachable_host_and_proxy_are_named(served_zip, home, tmp_path):
-    with port_closed():  # port 80 bound, not listening
-        refused = run_cli("download", "--data-dir", tmp_path / "a", env=env_for(home))
+    with port_closed() as port:  # a proxy port that refuses connections
+        refused = run_cli("download", "--data-dir", tmp_path / "a", env=env_for(home, f"http://127.0.0.1:{port}"))
     assert refused.returncode == 1
-    assert "could not reach localhost:80: the connection was refused" in refused.stderr
+    assert f"could not reach localhost:80 through the proxy 127.0.0.1:{port}: the proxy refused" in refused.stderr
     with KaggleStandIn(served_zip) as server:  # now it plays an HTTPS proxy that refuses the tunnel
         proxied = run_cli("download", "--data-dir", tmp_path / "b", env=env_for(
-            home, KAGGLE_API_ENVIRONMENT="PROD", HTTPS_PROXY="http://user:s3cretpw@127.0.0.1:80"))
+            home, server.proxy, KAGGLE_API_ENVIRONMENT="PROD",
+            HTTPS_PROXY=f"http://user:s3cretpw@127.0.0.1:{server.port}"))
     assert [(r["method"], r["path"]) for r in server.requests] == [("CONNECT", "api.kaggle.com:443")]
     assert proxied.returncode == 1
-    assert "could not reach api.kaggle.com:443 through the proxy 127.0.0.1:80" in proxied.stderr
+    assert f"could not reach api.kaggle.com:443 through the proxy 127.0.0.1:{server.port}" in proxied.stderr
     assert "s3cretpw" not in proxied.stderr
 
 
@@ -276,6 +279,9 @@ def test_advice_for_known_cli_failures():
     assert "set HTTPS_PROXY" in kaggle.advice("x", dns, 1, {})
     assert "the proxy proxy.corp:3128 from HTTPS_PROXY" in kaggle.advice(
         "x", dns, 1, {"HTTPS_PROXY": "http://me:secret@proxy.corp:3128"})
+    refused = ("HTTPConnectionPool(host='localhost', port=80): Max retries exceeded with url: /api/v1/x (Caused by "
+               "NewConnectionError(\"...: Failed to establish a new connection: [Errno 111] Connection refused\"))")
+    assert "could not reach localhost:80: the connection was refused" in kaggle.advice("x", refused, 1, {})
     assert kaggle.advice("x", "boom", 2, {}) == "x: the kaggle CLI failed (exit 2):\nboom"
 
 

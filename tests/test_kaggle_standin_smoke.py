@@ -1,4 +1,4 @@
-"""Smoke tests: the real kaggle CLI (2.x) against the loopback KaggleStandIn on port 80."""
+"""Smoke tests: the real kaggle CLI (2.x) against the loopback KaggleStandIn, reached through HTTP_PROXY."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kaggle_standin import KaggleStandIn, cli_env
+from kaggle_standin import KaggleStandIn, cli_env, port_closed
 
-KAGGLE = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "kaggle")
+KAGGLE = str(Path(sys.executable).with_name("kaggle"))  # the client installed beside this Python
 AUTH_HELP = "Authentication required to call the Kaggle API."
 RULES_403 = (
     "You must accept this competition's rules before you'll be able to download files."
@@ -44,13 +44,13 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
-def kaggle(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """Run the real kaggle CLI with an isolated environment; echo its output for -s runs."""
+def kaggle(proxy: str, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run the real kaggle CLI through the stand-in at `proxy`, isolated; echo its output for -s runs."""
     env.setdefault("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
     env = {k: v for k, v in env.items() if v}  # an empty value means "leave unset"
     proc = subprocess.run(
         [KAGGLE, *args],
-        env=cli_env(str(home), **env),
+        env=cli_env(str(home), proxy, **env),
         cwd=home,
         capture_output=True,
         text=True,
@@ -68,7 +68,7 @@ def test_download_all_and_single_file(home: Path, tmp_path: Path) -> None:
     data = make_zip()
     with KaggleStandIn(data) as server:
         proc = kaggle(
-            home,
+            server.proxy, home,
             "competitions",
             "download",
             "digit-recognizer",
@@ -81,7 +81,7 @@ def test_download_all_and_single_file(home: Path, tmp_path: Path) -> None:
         assert "Downloading digit-recognizer.zip to" in proc.stdout
 
         proc = kaggle(
-            home,
+            server.proxy, home,
             "competitions",
             "download",
             "digit-recognizer",
@@ -110,7 +110,7 @@ def test_submit_and_list_submissions(home: Path) -> None:
     sub.write_bytes(b"ImageId,Label\r\n1,2\r\n2,0\r\n")
     with KaggleStandIn(make_zip()) as server:
         proc = kaggle(
-            home,
+            server.proxy, home,
             "competitions",
             "submit",
             "digit-recognizer",
@@ -127,7 +127,7 @@ def test_submit_and_list_submissions(home: Path) -> None:
         assert got["message"] == "cnn v1: 5 epochs"
         assert got["file_name"] == "submission.csv"
 
-        proc = kaggle(home, "competitions", "submissions", "digit-recognizer")
+        proc = kaggle(server.proxy, home, "competitions", "submissions", "digit-recognizer")
         assert proc.returncode == 0
         assert "submission.csv" in proc.stdout and server.public_score in proc.stdout
         assert "cnn v1: 5 epochs" in proc.stdout
@@ -141,7 +141,7 @@ def test_auth_failures_exit_nonzero(home: Path, tmp_path: Path, status: int) -> 
     with KaggleStandIn(make_zip()) as server:
         server.fail_with = status
         download = kaggle(
-            home,
+            server.proxy, home,
             "competitions",
             "download",
             "digit-recognizer",
@@ -149,7 +149,7 @@ def test_auth_failures_exit_nonzero(home: Path, tmp_path: Path, status: int) -> 
             str(tmp_path / "dl"),
         )
         submit = kaggle(
-            home,
+            server.proxy, home,
             "competitions",
             "submit",
             "digit-recognizer",
@@ -179,7 +179,7 @@ def test_no_credentials_makes_no_network_call(tmp_path: Path) -> None:
     bare.mkdir()
     with KaggleStandIn(make_zip()) as server:
         proc = kaggle(
-            bare,
+            server.proxy, bare,
             "competitions",
             "download",
             "digit-recognizer",
@@ -217,7 +217,7 @@ def test_credential_sources(tmp_path: Path, source: str) -> None:
     else:
         env["KAGGLE_API_TOKEN"] = "KGAT_" + secrets.token_hex(8)
     with KaggleStandIn(make_zip()) as server:
-        proc = kaggle(bare, "competitions", "submissions", "digit-recognizer", **env)
+        proc = kaggle(server.proxy, bare, "competitions", "submissions", "digit-recognizer", **env)
     assert proc.returncode == 0
     auth = [r["headers"].get("Authorization") for r in server.requests]
     if source == "api_token_env":
@@ -231,19 +231,19 @@ def test_credential_sources(tmp_path: Path, source: str) -> None:
 
 
 def test_connection_refused_and_https_proxy(home: Path, tmp_path: Path) -> None:
-    """With nothing on port 80 the CLI exits 1 with urllib3's text; in PROD mode it honours HTTPS_PROXY."""
-    proc = kaggle(
-        home, "competitions", "download", "digit-recognizer", "-p", str(tmp_path / "dl")
-    )
+    """A refusing HTTP_PROXY makes the CLI exit 1 with urllib3's text; in PROD mode it honours HTTPS_PROXY."""
+    with port_closed() as port:
+        proxy = f"http://127.0.0.1:{port}"
+        proc = kaggle(proxy, home, "competitions", "download", "digit-recognizer", "-p", str(tmp_path / "dl"))
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.startswith(
-        "HTTPConnectionPool(host='localhost', port=80): Max retries exceeded"
-    )
-    assert "Connection refused" in proc.stderr
+    assert proc.stderr.startswith(f"HTTPConnectionPool(host='127.0.0.1', port={port}): Max retries exceeded "
+                                  "with url: http://localhost/api/v1/")
+    assert "Unable to connect to proxy" in proc.stderr and "Connection refused" in proc.stderr
 
     # the stand-in now plays a (refusing) HTTPS proxy for api.kaggle.com
     with KaggleStandIn(make_zip()) as server:
         proc = kaggle(
+            server.proxy,
             home,
             "competitions",
             "download",
@@ -251,7 +251,7 @@ def test_connection_refused_and_https_proxy(home: Path, tmp_path: Path) -> None:
             "-p",
             str(tmp_path / "dl"),
             KAGGLE_API_ENVIRONMENT="PROD",
-            HTTPS_PROXY="http://127.0.0.1:80",
+            HTTPS_PROXY=server.proxy,
         )
     assert [(r["method"], r["path"]) for r in server.requests] == [
         ("CONNECT", "api.kaggle.com:443")
@@ -279,16 +279,17 @@ def test_kernels_push_status_output(home: Path, tmp_path: Path) -> None:
         )
     )
     with KaggleStandIn(make_zip()) as server:
-        proc = kaggle(home, "kernels", "push", "-p", str(kdir))
+        proc = kaggle(server.proxy, home, "kernels", "push", "-p", str(kdir))
         assert (
             proc.returncode == 0
             and "Kernel version 1 successfully pushed." in proc.stdout
         )
         assert server.kernel_pushes[0]["text"] == "print('hello')\n"
+        assert all(r["target"].startswith("http://localhost/") for r in server.requests)  # proxied
         assert server.kernel_pushes[0]["competitionDataSources"] == ["digit-recognizer"]
 
         server.kernel_status = "RUNNING"
-        proc = kaggle(home, "kernels", "status", "testuser/digits-run")
+        proc = kaggle(server.proxy, home, "kernels", "status", "testuser/digits-run")
         assert (
             proc.stdout
             == 'testuser/digits-run has status "KernelWorkerStatus.RUNNING"\n'
@@ -296,7 +297,7 @@ def test_kernels_push_status_output(home: Path, tmp_path: Path) -> None:
 
         server.kernel_outputs = {"submission.csv": b"ImageId,Label\n1,7\n"}
         proc = kaggle(
-            home,
+            server.proxy, home,
             "kernels",
             "output",
             "testuser/digits-run",
@@ -307,3 +308,20 @@ def test_kernels_push_status_output(home: Path, tmp_path: Path) -> None:
         assert (
             tmp_path / "out" / "submission.csv"
         ).read_bytes() == b"ImageId,Label\n1,7\n"
+
+        # more files than one page (the CLI asks 20 at a time): every page is fetched
+        server.kernel_outputs = {f"runs/r/m{i:02}.json": str(i).encode() for i in range(45)}
+        proc = kaggle(server.proxy, home, "kernels", "output", "testuser/digits-run", "-p", str(tmp_path / "paged"))
+        assert proc.returncode == 0
+        assert [p["pageToken"] or "" for p in server.output_pages[-3:]] == ["", "20", "40"]
+        assert {p["pageSize"] for p in server.output_pages} == {20}
+        assert len(list((tmp_path / "paged" / "runs" / "r").iterdir())) == 45
+
+        # soft failures: the CLI prints them and still exits 0
+        server.invalid_competition_sources = ["digit-recognizer"]
+        proc = kaggle(server.proxy, home, "kernels", "push", "-p", str(kdir))
+        assert proc.returncode == 0
+        assert "not valid competition sources" in proc.stdout and "digit-recognizer" in proc.stdout
+        server.push_error = "Notebook not found"
+        proc = kaggle(server.proxy, home, "kernels", "push", "-p", str(kdir))
+        assert proc.returncode == 0 and proc.stdout == "Kernel push error: Notebook not found\n"

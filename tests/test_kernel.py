@@ -56,7 +56,40 @@ def test_metadata_fields(kernel_dir):
     assert (meta["language"], meta["kernel_type"]) == ("python", "script")
     assert meta["competition_sources"] == ["digit-recognizer"]
     assert meta["enable_gpu"] is True and meta["enable_internet"] is False
+    assert meta["machine_shape"] == "NvidiaTeslaP100"  # tiny trains in float32: no use for tensor cores
     assert_no_key(kernel_dir)
+
+
+def make_kernel(tmp_path, *variables) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """`make kernel VARIABLES` into a fresh folder; the metadata it wrote, if any."""
+    out = tmp_path / "k"
+    command = ["make", "--no-print-directory", "-C", str(PROJECT_ROOT), "-o", ".venv/bin/.installed", "kernel",
+               *variables, f"ARGS=--out {out}"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env=base_env(tmp_path, KAGGLE_USERNAME="testuser"))
+    meta = out / "kernel-metadata.json"
+    return proc, json.loads(meta.read_text()) if meta.is_file() else None
+
+
+@pytest.mark.parametrize("variables, slug, shape", [
+    ((), "digits-full", "NvidiaTeslaT4"),  # full trains in mixed_float16: T4 tensor cores
+    (("CONFIG=quick",), "digits-quick", "NvidiaTeslaT4"),
+    (("CONFIG=quick", "GPU=p100"), "digits-quick", "NvidiaTeslaP100"),
+    (("CONFIG=fast", "GPU=NvidiaTeslaT4"), "digits-fast", "NvidiaTeslaT4"),
+    (("GPU=none",), "digits-full", None),
+])
+def test_make_kernel_config_and_gpu(variables, slug, shape, tmp_path):
+    proc, meta = make_kernel(tmp_path, *variables)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert meta["id"] == f"testuser/{slug}" and meta.get("machine_shape") == shape
+    assert meta["enable_gpu"] is (shape is not None) and meta["enable_tpu"] is False
+    assert f"accelerator {shape or 'none'}" in proc.stdout
+
+
+def test_unknown_gpu_is_refused(tmp_path):
+    proc, meta = make_kernel(tmp_path, "GPU=v100")
+    assert proc.returncode != 0 and meta is None
+    assert "GPU='v100': choose t4" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_installed_package_is_invisible_to_the_isolated_python():
@@ -115,24 +148,27 @@ def test_push_status_output_through_the_standin(kernel_dir, small_data, tmp_path
     (home / ".kaggle").mkdir(parents=True)
     (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "testuser", "key": KEY}))
     (home / ".kaggle" / "kaggle.json").chmod(0o600)
-    env = {**cli_env(str(home)), "PATH": os.environ["PATH"]}
     dirs = ["--models-dir", tmp_path / "models", "--submissions-dir", tmp_path / "subs", "--out", kernel_dir]
     metrics = {"run_id": "tiny-0123abcd", "ensemble": {"holdout_accuracy": 0.9375}}
     answers = (small_data / "answers.csv").read_bytes()
     with KaggleStandIn(b"") as server:
+        env = {**cli_env(str(home), server.proxy), "PATH": os.environ["PATH"]}
         pushed = run_cli("kernel", "push", *dirs, env=env, check=True)
         server.kernel_status = "RUNNING"
         running = run_cli("kernel", "status", *dirs, env=env, check=True)
         run = "runs/tiny-0123abcd/"
-        server.kernel_outputs = {"submission.csv": answers, run + "metrics.json": json.dumps(metrics).encode(),
-                                 run + "members/m00/model.keras": b"weights"}
+        models = {f"{run}members/m{i:02}/model.keras": b"weights" for i in range(25)}  # a full run has more
+        server.kernel_outputs = {**models, f"{run}metrics.json": json.dumps(metrics).encode(),
+                                 "submission.csv": answers}
         server.kernel_log = "training...\n"
         fetched = run_cli("kernel", "output", *dirs, env=env, check=True)
+    assert [page["pageToken"] or "" for page in server.output_pages] == ["", "20"]  # the files on page 2 came too
     (push,) = server.kernel_pushes
     assert push["slug"] == "testuser/digits-tiny" and push["newTitle"] == "digits tiny"
     assert push["text"] == (kernel_dir / "digits_kernel.py").read_text()
     assert push["competitionDataSources"] == ["digit-recognizer"]
     assert push["enableGpu"] is True and push["enableInternet"] is False
+    assert push["machineShape"] == "NvidiaTeslaP100"
     assert "Kernel version 1 successfully pushed" in pushed.stdout
     assert "RUNNING" in running.stdout
     target = tmp_path / "subs" / "kaggle-tiny-0123abcd.csv"
@@ -141,3 +177,35 @@ def test_push_status_output_through_the_standin(kernel_dir, small_data, tmp_path
     assert saved["ensemble"]["holdout_accuracy"] == 0.9375 and saved["kernel"] == "testuser/digits-tiny"
     assert not any("model.keras" in p for p in server.paths())  # only submission.csv and metrics.json fetched
     assert all(KEY not in p.stdout + p.stderr for p in (pushed, running, fetched))
+
+
+def test_soft_failures_of_the_cli_are_errors(kernel_dir, tmp_path):
+    """What `kaggle kernels push|status|output` prints while exiting 0 makes `digits kernel` exit 1 with advice."""
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "testuser", "key": KEY}))
+    (home / ".kaggle" / "kaggle.json").chmod(0o600)
+    dirs = ["--models-dir", tmp_path / "models", "--submissions-dir", tmp_path / "subs", "--out", kernel_dir]
+    with KaggleStandIn(b"") as server:
+        env = {**cli_env(str(home), server.proxy), "PATH": os.environ["PATH"]}
+        server.invalid_competition_sources = ["digit-recognizer"]
+        no_data = run_cli("kernel", "push", *dirs, env=env)
+        server.push_error = "Notebook not found"
+        push_error = run_cli("kernel", "push", *dirs, env=env)
+        server.kernel_status, server.kernel_failure_message = "ERROR", "Your notebook tried to allocate more memory"
+        failed = run_cli("kernel", "status", *dirs, env=env)
+        server.kernel_status, server.kernel_failure_message = "COMPLETE", None
+        complete = run_cli("kernel", "status", *dirs, env=env, check=True)
+        server.kernel_outputs = {"submission.csv": b"ImageId,Label\n1,7\n"}
+        server.missing_outputs = {"submission.csv"}
+        missing = run_cli("kernel", "output", *dirs, env=env)
+    assert no_data.returncode == 1 and "did not attach the competition data" in no_data.stderr
+    assert "not valid competition sources" in no_data.stderr and "digit-recognizer/rules" in no_data.stderr
+    assert push_error.returncode == 1 and "Kernel push error: Notebook not found" in push_error.stderr
+    assert failed.returncode == 1 and "ended with ERROR" in failed.stderr and "allocate more memory" in failed.stderr
+    assert 'has status "KernelWorkerStatus.COMPLETE"' in complete.stdout
+    assert missing.returncode == 1 and "submission.csv of kernel testuser/digits-tiny could not be downloaded" \
+        in missing.stderr
+    assert not (tmp_path / "subs").exists() or not any((tmp_path / "subs").iterdir())
+    for proc in (no_data, push_error, failed, missing):
+        assert "Traceback" not in proc.stderr and KEY not in proc.stdout + proc.stderr

@@ -44,10 +44,11 @@ def test_a_one_cycle_model_loads_in_a_fresh_process(tmp_path):
     from digits.config import load_config
     from digits.member import build_model
 
-    model = build_model(load_config("quick"), "small", steps_per_epoch=10)
+    cfg = load_config("quick", {"schedule": "onecycle"})
+    model = build_model(cfg, "small", steps_per_epoch=10)
     model.save(tmp_path / "m.keras")
     code = (f"from digits.models import load_model; m = load_model({str(tmp_path / 'm.keras')!r}, "
             "for_training=True); print(type(m.optimizer._learning_rate).__name__, "
             "m.optimizer._learning_rate.total_steps)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["OneCycle", str(12 * 10)]
+    assert out.stdout.split() == ["OneCycle", str(cfg.epochs * 10)]

@@ -11,7 +11,8 @@ def atomic_path(target):
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+    suffix = ".tmp" + "".join(target.suffixes[-2:])  # keeps e.g. ".weights.h5", which Keras insists on
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp)
     umask = os.umask(0)

@@ -22,7 +22,7 @@ def _paths(args) -> Paths:
 
 def _config(args):
     overrides = parse_set_options(args.set)
-    for key in ("epochs", "members", "seed"):
+    for key in ("epochs", "members", "seed", "budget"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     return load_config(args.config, overrides)
@@ -102,7 +102,7 @@ def cmd_submissions(args):
 def cmd_kernel(args):
     from . import kernel
 
-    kernel.command(args.action, config=args.config, out_dir=Path(args.out), paths=_paths(args))
+    kernel.command(args.action, config=args.config, out_dir=Path(args.out), paths=_paths(args), gpu=args.gpu)
 
 
 def cmd_report(args):
@@ -123,12 +123,6 @@ def cmd_describe(args):
     from . import describe
 
     print(describe.describe(load_config(args.config)))
-
-
-def cmd_bench(args):
-    from . import bench
-
-    bench.main(smoke=args.smoke, out=Path(args.out) if args.out else None, paths=_paths(args), only=args.only)
 
 
 def _run_dir(run: str, paths: Paths) -> Path:
@@ -175,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--members", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--budget", help="wall-clock budget such as 10m or 90s: plan members and epochs to fit it")
     p.add_argument("--force", action="store_true", help="start the run over even if it finished")
     p.add_argument("--resume", metavar="RUN", help="continue this run folder with its saved config")
     p.add_argument("--jobs", type=int, default=1, help="train N members at once (joblib processes)")
@@ -198,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build", "push", "status", "output"])
     p.add_argument("--config", default="full")
     p.add_argument("--out", default="build/kernel")
+    p.add_argument("--gpu", help="build: t4, p100 or none (default: t4 for mixed precision, else p100)")
 
     p = command("report", cmd_report, "Rebuild a run's figures and report.html from its saved files.")
     p.add_argument("run", nargs="?", default="latest")
@@ -211,10 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("describe", cmd_describe, "Show each member's architecture and parameter counts.")
     p.add_argument("--config", default="quick")
 
-    p = command("bench", cmd_bench, "Measure accuracy and speed; rewrite docs/BENCHMARKS.md.")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes, to check the benchmark runs")
-    p.add_argument("--out", help="where to write the report (default docs/BENCHMARKS.md)")
-    p.add_argument("--only", help="comma-separated rows to run")
     return parser
 
 

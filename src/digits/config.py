@@ -12,7 +12,8 @@ CONFIGS_DIR = PROJECT_ROOT / "configs"
 COMPETITION = "digit-recognizer"
 # The names in digits.models.ARCHITECTURES (a test keeps them equal). Kept here so that checking a config
 # does not import Keras: bad input must fail in a second, before TensorFlow loads.
-ARCHITECTURE_NAMES = ("strong", "small", "lenet")
+ARCHITECTURE_NAMES = ("strong", "small", "lenet", "lenet-tutorial", "ann-baseline", "cnn-baseline", "kaggle-rmsprop",
+                      "tf-tutorial", "simple-cnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,35 +44,51 @@ class Paths:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a training run; a config file or `--set key=value` overrides any field."""
+    """Every setting of a training run; a config file or `--set key=value` overrides any field.
+
+    The defaults are the `quick` recipe (configs/quick.toml adds only its time budget).
+    """
 
     name: str = "quick"
     seed: int = 42
-    members: int = 3
+    members: int = 2
     architectures: tuple[str, ...] = ("strong",)  # cycled over members
     epochs: int = 12
     batch_size: int = 128
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     holdout_fraction: float = 0.08
     max_train_rows: int = 0  # 0 = all rows; smoke tests use a few thousand
+    allow_missing_digits: bool = False  # train even if train.csv lacks some digits (refused by default)
+    # wall-clock budget for the whole run, e.g. "10m", "90s", "1h"; "" = off. With a budget the trainer measures
+    # this machine's speed and plans members and epochs to fit (members/epochs above are then ignored)
+    budget: str = ""
     # augmentation (never flips: a flipped 2 is not a 2)
     rotation_degrees: float = 10.0
     zoom: float = 0.1
     shift: float = 0.1
-    # learning-rate schedule: "plateau" (ReduceLROnPlateau) or "onecycle"
+    # learning-rate schedule: "plateau" (ReduceLROnPlateau), "onecycle" or "constant"
     schedule: str = "plateau"
     plateau_monitor: str = "val_accuracy"
     plateau_factor: float = 0.5
-    plateau_patience: int = 2
+    plateau_patience: int = 1  # epochs without a better holdout accuracy before the rate halves
+    plateau_min_delta: float = 1e-4  # a holdout gain smaller than this counts as no gain
+    plateau_cooldown: int = 0
+    warmup_epochs: int = 1  # linear warm-up to learning_rate before ReduceLROnPlateau takes over; 0 = none
     min_learning_rate: float = 1e-5
     early_stopping_patience: int = 0  # 0 = off
+    # optimizer and regularisation (tutorial recipes)
+    optimizer: str = "adam"  # "adam", "sgd" or "rmsprop" (Keras defaults apart from the rate and momentum)
+    momentum: float = 0.0  # sgd and rmsprop only
+    l2: float = 0.0  # L2 weight decay on every Dense layer's kernel; 0 = off
+    dropout: float = 0.0  # a Dropout layer of this rate before the first Dense layer; 0 = none
     # speed
     mixed_precision: bool = True  # bfloat16 compute where the CPU/GPU supports it
     jit_compile: bool = False  # XLA: measured slower on CPU, try it on a GPU
-    steps_per_execution: int = 1  # training steps per call into TensorFlow; more cuts Python overhead
+    steps_per_execution: int = 20  # training steps per call into TensorFlow; more cuts Python overhead
     deterministic: bool = True  # op determinism: same seed, same bytes (on a GPU it can cost speed)
     predict_batch_size: int = 1024
     tta: bool = False  # average predictions over small shifts at test time
+    tensorboard: bool = True  # TensorBoard event files in each member's folder
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -135,10 +152,18 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
         (cfg.steps_per_execution >= 1, "steps_per_execution", "at least 1"),
         (0.0 < cfg.holdout_fraction < 0.5, "holdout_fraction", "between 0 and 0.5"),
         (cfg.learning_rate > 0, "learning_rate", "positive"),
-        (cfg.schedule in ("plateau", "onecycle"), "schedule", "'plateau' or 'onecycle'"),
+        (cfg.schedule in ("plateau", "onecycle", "constant"), "schedule", "'plateau', 'onecycle' or 'constant'"),
         (0 < cfg.plateau_factor < 1, "plateau_factor", "between 0 and 1"),
         (cfg.max_train_rows >= 0, "max_train_rows", "0 (all) or more"),
         (bool(cfg.architectures), "architectures", "at least one name"),
+        (budget_seconds(cfg.budget) is not None, "budget", "a duration such as '10m', '90s', '1.5h' or ''"),
+        (cfg.plateau_cooldown >= 0, "plateau_cooldown", "0 or more"),
+        (cfg.warmup_epochs >= 0, "warmup_epochs", "0 or more"),
+        (cfg.optimizer in ("adam", "sgd", "rmsprop"), "optimizer", "'adam', 'sgd' or 'rmsprop'"),
+        (0.0 <= cfg.momentum < 1.0, "momentum", "at least 0 and below 1"),
+        (cfg.optimizer != "adam" or cfg.momentum == 0.0, "momentum", "0 with optimizer 'adam'"),
+        (cfg.l2 >= 0.0, "l2", "0 (off) or more"),
+        (0.0 <= cfg.dropout < 1.0, "dropout", "at least 0 and below 1"),
     ]
     for ok, key, expected in checks:
         if not ok:
@@ -148,6 +173,29 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
             raise InputError(f"{source}: key 'architectures' has unknown {arch!r} "
                              f"(known: {', '.join(ARCHITECTURE_NAMES)})")
     return cfg
+
+
+def budget_seconds(text: str) -> float | None:
+    """'10m' -> 600.0, '90s' or '90' -> 90.0, '1.5h' -> 5400.0, '' -> 0.0 (no budget); None if not a duration."""
+    text = text.strip().lower()
+    if not text:
+        return 0.0
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1])
+    try:
+        value = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def describe_schedule(cfg: TrainConfig) -> str:
+    """The learning-rate schedule in words, for logs and manifests."""
+    if cfg.schedule == "plateau":
+        return (f"ReduceLROnPlateau(monitor={cfg.plateau_monitor}, factor={cfg.plateau_factor}, "
+                f"patience={cfg.plateau_patience}, min_delta={cfg.plateau_min_delta:g}, "
+                f"cooldown={cfg.plateau_cooldown}, min_lr={cfg.min_learning_rate:g}) "
+                f"from {cfg.learning_rate:g}" + (f", {cfg.warmup_epochs}-epoch warm-up" if cfg.warmup_epochs else ""))
+    return f"{cfg.schedule} at {cfg.learning_rate:g}"
 
 
 def config_path(name_or_path, relative_to: Path | None = None) -> Path:
@@ -161,7 +209,8 @@ def config_path(name_or_path, relative_to: Path | None = None) -> Path:
     elif relative_to is not None and not path.is_absolute():
         path = relative_to / path
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.toml")))
+        known = ", ".join(sorted(p.relative_to(CONFIGS_DIR).with_suffix("").as_posix()
+                                 for p in CONFIGS_DIR.glob("**/*.toml")))
         raise InputError(f"config '{name_or_path}': no file {path} (known configs: {known})")
     return path
 

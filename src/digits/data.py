@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import math
 import re
 import warnings
 import zipfile
@@ -108,6 +109,42 @@ def split_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     index = np.arange(len(labels))
     train_idx, holdout_idx = train_test_split(index, test_size=fraction, random_state=seed, stratify=labels)
     return np.sort(train_idx), np.sort(holdout_idx)
+
+
+def check_learnable(name: str, labels: np.ndarray, holdout_fraction: float, allow_missing_digits: bool = False):
+    """Refuse training rows the recipe cannot learn from, before any model is built (and TensorFlow loads).
+
+    The conditions are scikit-learn's for `split_holdout`, plus every digit 0..9 being present.
+    """
+    counts = np.bincount(labels, minlength=10)
+    absent = [d for d in range(10) if counts[d] == 0]
+    if absent and not allow_missing_digits:
+        raise InputError(f"{name}: expected rows of every digit 0..9, got no {_digit_list(absent, 'or')} in "
+                         f"{len(labels)} rows (a model trained on these rows could never predict them); add rows of "
+                         "the missing digits, or train on the digits present with --set allow_missing_digits=true")
+    single = [d for d in range(10) if counts[d] == 1]
+    if single:
+        raise InputError(f"{name}: expected at least 2 rows of each digit (one to train on, one for the stratified "
+                         f"holdout), got 1 row of {_digit_list(single, 'and')}; add rows of "
+                         f"{'it' if len(single) == 1 else 'them'}")
+    classes = 10 - len(absent)
+    if not _splittable(len(labels), holdout_fraction, classes):
+        need = next(n for n in range(2 * classes, 2 * classes + 10 ** 7) if _splittable(n, holdout_fraction, classes))
+        held = math.ceil(holdout_fraction * len(labels))
+        raise InputError(f"{name}: expected at least {need} rows for a stratified holdout of {holdout_fraction:g} "
+                         f"(the holdout and the rest must each hold at least {classes} rows, one per digit), got "
+                         f"{len(labels)} rows ({held} for the holdout, {len(labels) - held} for training); add rows")
+
+
+def _splittable(rows: int, fraction: float, classes: int) -> bool:
+    """scikit-learn's condition: its holdout of ceil(fraction * rows) rows and the rest each hold `classes` rows."""
+    held = math.ceil(fraction * rows)
+    return held >= classes and rows - held >= classes
+
+
+def _digit_list(digits: list[int], last: str) -> str:
+    words = [str(d) for d in digits]
+    return "digit " + words[0] if len(words) == 1 else "digits " + ", ".join(words[:-1]) + f" {last} " + words[-1]
 
 
 def read_inputs(data_dir, cache_dir=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:

@@ -15,13 +15,9 @@ def _count(weights) -> int:
 
 
 def layer_table(model) -> list[str]:
-    """Lines of a Keras-summary-like table: layer, output shape, parameters."""
-    rows = [("#", "layer", "output shape", "params")]
-    rows += [(str(i), type(layer).__name__, str(tuple(layer.output.shape)), f"{layer.count_params():,}")
-             for i, layer in enumerate(model.layers, start=1)]
-    widths = [max(len(row[c]) for row in rows) for c in range(4)]
-    lines = [f"  {n:>{widths[0]}}  {a:<{widths[1]}}  {b:<{widths[2]}}  {c:>{widths[3]}}" for n, a, b, c in rows]
-    lines.insert(1, "  " + "-" * (sum(widths) + 6))
+    """Keras's own `model.summary()` table (layers, output shapes, parameters), as lines."""
+    lines = []  # 78 columns: rich cuts a wider table when output is not a terminal
+    model.summary(print_fn=lambda text, **_: lines.extend(text.splitlines()), line_length=78)
     return lines
 
 
@@ -33,7 +29,7 @@ def describe(cfg: TrainConfig) -> str:
     lines = [f"config {cfg.name}: {cfg.members} member(s), input 28x28x1, 10-way softmax", ""]
     total = 0
     for name in dict.fromkeys(archs):
-        model = make_model(name)
+        model = make_model(name, l2=cfg.l2, dropout=cfg.dropout)
         members = [i for i, a in enumerate(archs) if a == name]
         params, trainable = model.count_params(), _count(model.trainable_weights)
         total += params * len(members)

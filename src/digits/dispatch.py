@@ -2,10 +2,16 @@
 
 import contextlib
 import os
+import time
 
 
-def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, log=print):
-    """Train the members in `todo`; each writes its own folder, so they are independent."""
+def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, log=print,
+                deadline=None):
+    """Train the members in `todo`; each writes its own folder, so they are independent.
+
+    With a `deadline` (the run's budget) a member still to start when it has passed is left for a rerun,
+    unless no member has finished yet: a run always ends with a submission.
+    """
     from .train import member_dir
 
     arrays = (
@@ -18,24 +24,31 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
     if jobs <= 1 and not cluster:
         from .member import train_member
 
-        for index in todo:
-            train_member(cfg, index, *arrays, member_dir(run_dir, index), log=log)
+        rows = len(train_index)
+        for position, index in enumerate(todo):
+            if deadline is not None and time.time() >= deadline and (position or len(todo) < cfg.members):
+                log(f"budget spent: members {todo[position:]} not trained (rerun the command to train them)")
+                return
+            after = (len(todo) - position - 1) * rows * cfg.epochs
+            train_member(cfg, index, *arrays, member_dir(run_dir, index), log=log, images_after=after,
+                         deadline=deadline)
         return
     import joblib
 
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if not cluster else 0
     with _backend(cluster):
         joblib.Parallel(n_jobs=jobs if not cluster else len(todo))(
-            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(member_dir(run_dir, index)), threads)
+            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(member_dir(run_dir, index)), threads, deadline)
             for index in todo
         )
 
 
-def _train_in_worker(cfg, index, arrays, member_dir, threads):
+def _train_in_worker(cfg, index, arrays, member_dir, threads, deadline):
     """Entry point in a worker process: import TensorFlow there, not in the parent."""
     from .member import train_member
 
-    return train_member(cfg, index, *arrays, member_dir, threads=threads, log=lambda m: print(m, flush=True))
+    return train_member(cfg, index, *arrays, member_dir, threads=threads, log=lambda m: print(m, flush=True),
+                        deadline=deadline)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,9 @@ DATA_FILES = ("train.csv", "test.csv")
 EXTRA_FILES = ("sample_submission.csv",)
 TIMEOUT_S = 30 * 60
 # The CLI prints these and still exits 0.
-SOFT_FAILURES = ("Kernel push error", "Could not submit to competition", "Could not find competition")
+SOFT_FAILURES = ("Kernel push error", "Could not submit to competition", "Could not find competition",
+                 "are not valid competition sources", "are not valid dataset sources",
+                 "are not valid kernel sources")
 
 CREDENTIALS_HELP = f"""no Kaggle credentials found, so nothing was sent to Kaggle. Set up one of these
 (create an API token at {TOKEN_URL}, section "API"):
@@ -165,6 +167,10 @@ def advice(what: str, output: str, code: int, environ=None, forbidden_hint: str 
         return (f"{what}: Kaggle rejected the credentials (HTTP 401): the API key or token is wrong, revoked or "
                 f"stale. Create a new token at {TOKEN_URL} (section \"API\"), put it where the old one was "
                 "(~/.kaggle/kaggle.json, KAGGLE_KEY or KAGGLE_API_TOKEN), and retry.")
+    invalid = [line.strip() for line in output.splitlines() if "are not valid competition sources" in line]
+    if invalid:
+        return (f"{what}: Kaggle did not attach the competition data to the kernel, so it would run without "
+                f"data: {invalid[0]}\n{RULES_HINT}")
     if re.search(r"\b403\b|Forbidden|accept .*rules|[Pp]ermission", output):
         return f"{what}: Kaggle refused (HTTP 403): {_last_line(output)}\n{forbidden_hint}"
     network = _network_problem(output, environ)
@@ -195,15 +201,18 @@ def proxy_in_use(environ=None) -> str | None:
 def _network_problem(output: str, environ) -> str | None:
     """Name the unreachable host and why, from the urllib3 error text the CLI prints."""
     match = re.search(r"HTTPS?ConnectionPool\(host='([^']+)', port=(\d+)\)", output)
+    absolute = re.search(r"with url: (https?)://([^/:\s]+)(?::(\d+))?", output)  # sent through an HTTP proxy
     proxy_failed = re.search(r"ProxyError|Tunnel connection failed|Unable to connect to proxy", output)
     if not match and not proxy_failed and "Max retries exceeded" not in output:
         return None
     host = f"{match[1]}:{match[2]}" if match else "api.kaggle.com:443"
     proxy = proxy_in_use(environ)
+    if absolute:  # the pool is the proxy's; the URL names the host
+        proxy, host = host, f"{absolute[2]}:{absolute[3] or (443 if absolute[1] == 'https' else 80)}"
     if proxy_failed:
         return (f"could not reach {host} through the proxy {proxy or '(from the environment)'}: the proxy refused "
-                "or could not be reached. Check HTTPS_PROXY (it is honoured) and that the proxy allows "
-                f"{host.split(':')[0]}.")
+                "or could not be reached. Check HTTPS_PROXY and HTTP_PROXY (they are honoured) and that the proxy "
+                f"allows {host.split(':')[0]}.")
     if re.search(r"NameResolution|Name or service not known|nodename nor servname|getaddrinfo failed|"
                  r"Temporary failure in name resolution", output):
         reason = "its name does not resolve (offline, or no DNS)"

@@ -14,6 +14,12 @@ SCRIPT_FILE = "digits_kernel.py"
 METADATA_FILE = "kernel-metadata.json"
 EMBED_ROOT = "/digits-kernel-embedded/src/digits"  # the embedded modules' __file__ prefix; nothing is read there
 OUTPUT_PATTERN = r"(^|/)(submission\.csv|metrics\.json)$"  # what `kernel output` fetches (not the models)
+# Kaggle's accelerators for `machine_shape` (kaggle CLI 2.2.4 / kagglesdk; its TPU, Tpu1VmV38, is not used here).
+MACHINE_SHAPES = {"t4": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100"}
+NO_GPU = ("none", "cpu")
+# `kaggle kernels status` prints: <id> has status "KernelWorkerStatus.COMPLETE"
+STATUS_LINE = r'has status "(?:KernelWorkerStatus\.)?([A-Z_]+)"'
+FAILED_STATES = ("ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
 
 # The part of the generated script after SOURCES, CONFIGS and CONFIG: a meta-path finder that serves
 # `import digits` from SOURCES, ahead of any installed copy, then the training command.
@@ -114,17 +120,30 @@ def render_script(config_name: str, sources: dict[str, str], configs: dict[str, 
     return "\n".join(lines) + "\n" + BOOTSTRAP % {"root": EMBED_ROOT}
 
 
-def metadata(owner: str, config_name: str) -> dict:
+def machine_shape(gpu: str | None, mixed_precision: bool) -> str | None:
+    """Kaggle's name for `gpu` (t4, p100, none, or the name itself); by default T4 for float16, else P100."""
+    if not gpu:
+        return MACHINE_SHAPES["t4" if mixed_precision else "p100"]
+    if gpu.lower() in NO_GPU:
+        return None
+    for alias, name in MACHINE_SHAPES.items():
+        if gpu.lower() in (alias, name.lower()):
+            return name
+    raise InputError(f"GPU={gpu!r}: choose t4 (Kaggle's \"GPU T4 x2\", tensor cores for mixed_float16), "
+                     "p100 (\"GPU P100\") or none (CPU only)")
+
+
+def metadata(owner: str, config_name: str, shape: str | None) -> dict:
     """kernel-metadata.json for `kaggle kernels push`; the title slugifies to the id's slug."""
     slug = slugify(f"digits {config_name}")
-    return {
+    meta = {
         "id": f"{owner}/{slug}",
         "title": slug.replace("-", " "),
         "code_file": SCRIPT_FILE,
         "language": "python",
         "kernel_type": "script",
         "is_private": True,
-        "enable_gpu": True,
+        "enable_gpu": shape is not None,
         "enable_tpu": False,
         "enable_internet": False,
         "competition_sources": [COMPETITION],
@@ -133,24 +152,28 @@ def metadata(owner: str, config_name: str) -> dict:
         "model_sources": [],
         "keywords": [],
     }
+    if shape:
+        meta["machine_shape"] = shape
+    return meta
 
 
-def build(config: str, out_dir, owner: str | None = None, log=print) -> Path:
-    """Write <out_dir>/digits_kernel.py and kernel-metadata.json for `config`."""
+def build(config: str, out_dir, owner: str | None = None, gpu: str | None = None, log=print) -> Path:
+    """Write <out_dir>/digits_kernel.py and kernel-metadata.json for `config`, on the accelerator `gpu`."""
     from . import kaggle
 
-    load_config(config)  # a typo in the config fails here, not an hour into the Kaggle run
+    cfg = load_config(config)  # a typo in the config fails here, not an hour into the Kaggle run
+    shape = machine_shape(gpu, cfg.mixed_precision)
     owner = owner or kaggle.username()
     if not owner:
         raise KaggleError("the kernel id needs your Kaggle username: set KAGGLE_USERNAME, or keep it in "
                           "~/.kaggle/kaggle.json (a bare API token does not name the account)")
     name, configs = embedded_configs(config)
     out_dir = Path(out_dir)
-    meta = metadata(owner, name)
+    meta = metadata(owner, name, shape)
     atomic.write_text(out_dir / SCRIPT_FILE, render_script(name, package_sources(), configs))
     atomic.write_text(out_dir / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
-    log(f"wrote {out_dir / SCRIPT_FILE} and {METADATA_FILE} (kernel {meta['id']}, config {name}); "
-        "next: make kernel-push")
+    log(f"wrote {out_dir / SCRIPT_FILE} and {METADATA_FILE} (kernel {meta['id']}, config {name}, "
+        f"accelerator {shape or 'none'}); next: make kernel-push")
     return out_dir / SCRIPT_FILE
 
 
@@ -177,19 +200,25 @@ def push(out_dir, log=print) -> None:
     out = kaggle.run_kaggle("kernels", "push", "-p", str(out_dir), what="kaggle kernels push",
                             forbidden_hint=_forbidden_hint(meta))
     log(out.strip())
-    log("follow it with `make kernel-status`; when it says COMPLETE, `make kernel-output`")
+    log("follow it with `make kernel-status`; when it says KernelWorkerStatus.COMPLETE, `make kernel-output`")
 
 
 def status(out_dir, log=print) -> str:
-    """Print the state of the kernel's latest run (QUEUED, RUNNING, COMPLETE, ERROR)."""
+    """Print the state of the kernel's latest run; return QUEUED, RUNNING or COMPLETE, raise if it failed."""
     from . import kaggle
 
     meta = read_metadata(out_dir)
     kaggle.require_credentials()
     out = kaggle.run_kaggle("kernels", "status", meta["id"], what="kaggle kernels status",
                             forbidden_hint=_forbidden_hint(meta)).strip()
+    found = re.search(STATUS_LINE, out)
+    if not found:
+        raise KaggleError(f"kaggle kernels status: no status in the CLI's answer:\n{out or '(no output)'}")
+    if found[1] in FAILED_STATES:
+        raise KaggleError(f"kernel {meta['id']}: the run ended with {found[1]}:\n{out}\nRead its log on the "
+                          "kernel's page, or with `make kernel-output` (saved in build/kernel-output/).")
     log(out)
-    return out
+    return found[1]
 
 
 def fetch_output(out_dir, paths: Paths, log=print) -> Path:
@@ -204,9 +233,11 @@ def fetch_output(out_dir, paths: Paths, log=print) -> Path:
                       "--file-pattern", OUTPUT_PATTERN, what="kaggle kernels output",
                       forbidden_hint=_forbidden_hint(meta))
     found = download_dir / "submission.csv"
+    _check_downloads(download_dir, meta)
     if not found.is_file():
         raise KaggleError(f"the output of kernel {meta['id']} has no submission.csv (yet): `make kernel-status` "
-                          f"must say COMPLETE; whatever came back (the log, if any) is in {download_dir}")
+                          "must say KernelWorkerStatus.COMPLETE; whatever came back (the log, if any) is in "
+                          f"{download_dir}")
     labels = submission.read(found)
     runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(download_dir.glob("**/metrics.json"))]
     runs = sorted((m for m in runs if m.get("run_id")), key=lambda m: str(m.get("timings", {}).get("written")))
@@ -223,10 +254,32 @@ def fetch_output(out_dir, paths: Paths, log=print) -> Path:
     return target
 
 
-def command(action: str, config: str = "full", out_dir=Path("build/kernel"), paths: Paths | None = None) -> None:
+def _error_answer(head: bytes) -> bool:
+    """Kaggle's JSON error ({"code", "message"}) or a storage service's XML error, saved in place of a file."""
+    if head.startswith(b"<?xml"):
+        return b"<Error>" in head
+    try:
+        answer = json.loads(head)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and set(answer) == {"code", "message"}
+
+
+def _check_downloads(download_dir: Path, meta: dict) -> None:
+    """The CLI saves an error answer in place of a file it could not fetch, and exits 0: raise instead."""
+    for path in sorted(p for p in download_dir.rglob("*") if p.is_file()):
+        head = path.read_bytes()[:4096]
+        if _error_answer(head):
+            raise KaggleError(f"kaggle kernels output: {path.relative_to(download_dir)} of kernel {meta['id']} "
+                              f"could not be downloaded; Kaggle answered {head[:300].decode(errors='replace')!r}. "
+                              "Retry `make kernel-output`.")
+
+
+def command(action: str, config: str = "full", out_dir=Path("build/kernel"), paths: Paths | None = None,
+            gpu: str | None = None) -> None:
     """`digits kernel build|push|status|output`."""
     if action == "build":
-        build(config, out_dir)
+        build(config, out_dir, gpu=gpu)
     elif action == "push":
         push(out_dir)
     elif action == "status":

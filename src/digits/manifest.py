@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from . import atomic
-from .config import PROJECT_ROOT, TrainConfig
+from .config import PROJECT_ROOT, TrainConfig, describe_schedule
 
 MANIFEST_FILE = "manifest.json"
 
@@ -35,8 +35,9 @@ def host_info() -> dict:
     """CPU model, core count, bf16/AMX support and visible GPUs of this machine."""
     import os
 
-    import tensorflow as tf
+    from .quiet import import_tensorflow
 
+    tf = import_tensorflow()
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -48,19 +49,24 @@ def host_info() -> dict:
 
 
 def versions() -> dict:
-    import keras
     import numpy
-    import tensorflow
+
+    from .quiet import import_tensorflow
+
+    tensorflow = import_tensorflow()
+    import keras
 
     return {"python": sys.version.split()[0], "tensorflow": tensorflow.__version__, "keras": keras.__version__,
             "numpy": numpy.__version__}
 
 
-def start(run_dir: Path, cfg: TrainConfig, inputs_sha256: dict, started: float):
+def start(run_dir: Path, cfg: TrainConfig, inputs_sha256: dict, started: float, plan: dict | None = None):
     """Write the manifest when a run starts."""
     manifest = {
         "inputs_sha256": inputs_sha256,
         "config": cfg.to_dict(),
+        "schedule": describe_schedule(cfg),
+        "budget_plan": plan,
         "seeds": [cfg.seed * 1000 + i for i in range(cfg.members)],
         "versions": versions(),
         "git_commit": _git("rev-parse", "HEAD") or None,

@@ -1,22 +1,25 @@
-"""Train one ensemble member: seeded, augmented, resumable after each epoch, best holdout epoch kept."""
+"""Train one ensemble member: seeded, augmented, resumable to the exact bytes after each epoch, best holdout kept."""
 
+import importlib.util
 import json
 import math
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-from . import atomic
+from . import atomic, progress
 from .config import TrainConfig
 from .data import to_images
-from .models import OneCycle, load_model, make_model
+from .models import OneCycle, load_model, make_model, make_optimizer
+from .quiet import import_tensorflow
+
+tf = import_tensorflow()
+import keras  # noqa: E402  (after TensorFlow, quietly imported)
 
 STATE_FILE = "state.json"
-BACKUP_MODEL = "backup.keras"
 BEST_MODEL = "model.keras"
+TENSORBOARD_DIR = "tensorboard"
 
 
 def member_seed(cfg: TrainConfig, index: int) -> int:
@@ -37,12 +40,21 @@ def setup_tensorflow(cfg: TrainConfig, seed: int, threads: int = 0):
     keras.mixed_precision.set_global_policy(compute_policy(cfg.mixed_precision))
 
 
-def compute_policy(mixed_precision: bool) -> str:
-    """bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), float16 on GPUs, else float32."""
+def compute_policy(mixed_precision: bool, environ=None) -> str:
+    """bfloat16 on CPUs with native bf16 (AVX512-BF16/AMX), float16 on GPUs, else float32.
+
+    `ONEDNN_MAX_CPU_ISA` capped below AVX512-BF16 (e.g. AVX2, used to stand in for an AVX2 laptop) means float32.
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
     if not mixed_precision:
         return "float32"
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
+    isa = environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa not in ("ALL", "DEFAULT") and "BF16" not in isa and "AMX" not in isa:
+        return "float32"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -50,30 +62,66 @@ def compute_policy(mixed_precision: bool) -> str:
     return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
-def make_augmenter(cfg: TrainConfig, seed: int):
-    """Small rotations, zooms and shifts by Keras preprocessing layers; never flips."""
-    from keras import layers
+def _affine_warps(count, seed, cfg: TrainConfig):
+    """Per-image projective transforms (rotation, zoom, shift about the centre), drawn from a stateless `seed`."""
+    uniform = tf.random.stateless_uniform([count, 5], seed=seed, minval=-1.0, maxval=1.0)
+    angle = uniform[:, 0] * (cfg.rotation_degrees * math.pi / 180.0)
+    zoom_x, zoom_y = 1.0 + uniform[:, 1] * cfg.zoom, 1.0 + uniform[:, 2] * cfg.zoom
+    shift_x, shift_y = uniform[:, 3] * (cfg.shift * 28.0), uniform[:, 4] * (cfg.shift * 28.0)
+    centre = 13.5
+    a0, a1 = zoom_x * tf.cos(angle), -zoom_x * tf.sin(angle)
+    b0, b1 = zoom_y * tf.sin(angle), zoom_y * tf.cos(angle)
+    a2 = centre - a0 * centre - a1 * centre - shift_x
+    b2 = centre - b0 * centre - b1 * centre - shift_y
+    zeros = tf.zeros_like(a0)
+    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
 
-    steps = []
-    if cfg.rotation_degrees:
-        steps.append(layers.RandomRotation(cfg.rotation_degrees / 360.0, fill_mode="constant", seed=seed))
-    if cfg.zoom:
-        steps.append(layers.RandomZoom(cfg.zoom, fill_mode="constant", seed=seed + 1))
-    if cfg.shift:
-        steps.append(layers.RandomTranslation(cfg.shift, cfg.shift, fill_mode="constant", seed=seed + 2))
-    return keras.Sequential(steps, name="augment") if steps else None
+
+def augment(batch, seed, cfg: TrainConfig):
+    """Small rotations, zooms and shifts in one bilinear warp per image (never flips: a flipped 2 is not a 2)."""
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=batch, transforms=_affine_warps(tf.shape(batch)[0], seed, cfg), output_shape=tf.shape(batch)[1:3],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
 
 
-def make_dataset(images, labels, batch_size: int, seed: int, augmenter=None):
-    """Seeded reshuffle of row indices each epoch; batches gathered from in-memory tensors, then augmented."""
+def augments(cfg: TrainConfig) -> bool:
+    return bool(cfg.rotation_degrees or cfg.zoom or cfg.shift)
+
+
+def epoch_steps(rows: int, cfg: TrainConfig) -> int:
+    """Batches per epoch: enough to see every row, rounded up to whole `steps_per_execution` calls.
+
+    Keras runs whole calls and its iterator runs on across epochs, so an epoch must be a multiple of a call.
+    """
+    calls = math.ceil(math.ceil(rows / cfg.batch_size) / cfg.steps_per_execution)
+    return calls * cfg.steps_per_execution
+
+
+def make_dataset(images, labels, cfg: TrainConfig, seed: int, first_epoch: int, epochs: int):
+    """Batches for epochs [first_epoch, epochs): each epoch's order and warps depend only on (seed, epoch, step).
+
+    So a member resumed after epoch k sees exactly the batches an uninterrupted one would. An epoch is a
+    permutation of the rows, wrapped round to fill its last call's batches.
+    """
     images, labels = tf.constant(images), tf.constant(labels)
-    dataset = tf.data.Dataset.range(len(labels)).shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    count, batch_size = len(labels), cfg.batch_size
+    needed = epoch_steps(count, cfg) * batch_size
+    seed = tf.constant(seed, tf.int64)
 
-    def gather(index):
+    def epoch_batches(epoch):
+        order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([seed, -1 - epoch])))
+        order = tf.tile(order, [math.ceil(needed / count)])[:needed]
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
+        return batches.map(lambda step, index: (epoch, step, index))
+
+    def gather(epoch, step, index):
         batch = tf.gather(images, index)
-        return (augmenter(batch, training=True) if augmenter is not None else batch), tf.gather(labels, index)
+        if augments(cfg):
+            batch = augment(batch, tf.stack([seed, epoch * 1_000_000 + step]), cfg)
+        return batch, tf.gather(labels, index)
 
-    return dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def predict_probs(model, images: np.ndarray, batch_size: int = 1024, tta: bool = False) -> np.ndarray:
@@ -89,11 +137,11 @@ def predict_probs(model, images: np.ndarray, batch_size: int = 1024, tta: bool =
 
 def build_model(cfg: TrainConfig, architecture: str, steps_per_epoch: int) -> keras.Model:
     """The member's network, compiled with the config's optimizer, schedule and speed settings."""
-    model = make_model(architecture)
+    model = make_model(architecture, l2=cfg.l2, dropout=cfg.dropout)
     total_steps = cfg.epochs * steps_per_epoch
     rate = OneCycle(cfg.learning_rate, total_steps) if cfg.schedule == "onecycle" else cfg.learning_rate
     model.compile(
-        optimizer=keras.optimizers.Adam(rate),
+        optimizer=make_optimizer(cfg, rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=cfg.jit_compile,
@@ -102,9 +150,23 @@ def build_model(cfg: TrainConfig, architecture: str, steps_per_epoch: int) -> ke
     return model
 
 
+def schedule_callbacks(cfg: TrainConfig, steps: int) -> list:
+    """The rate schedule as callbacks: a linear warm-up, then ReduceLROnPlateau (one-cycle is in the optimizer)."""
+    if cfg.schedule != "plateau":
+        return []
+    warm_up = [WarmUp(cfg.learning_rate, cfg.warmup_epochs * steps)] if cfg.warmup_epochs else []
+    return warm_up + [keras.callbacks.ReduceLROnPlateau(
+        monitor=cfg.plateau_monitor, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
+        min_delta=cfg.plateau_min_delta, cooldown=cfg.plateau_cooldown, min_lr=cfg.min_learning_rate)]
+
+
 def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, holdout_labels, test_pixels,
-                 member_dir, threads: int = 0, log=print) -> dict:
-    """Train member `index` into `member_dir`, continuing from its last finished epoch if any."""
+                 member_dir, threads: int = 0, log=print, images_after: int = 0, deadline: float | None = None) -> dict:
+    """Train member `index` into `member_dir`, continuing from its last finished epoch if any.
+
+    `images_after` (images the members after this one will train on) feeds the run's ETA; past `deadline`
+    (a time.time()) no further epoch starts, and the best epoch so far is kept.
+    """
     member_dir = Path(member_dir)
     member_dir.mkdir(parents=True, exist_ok=True)
     seed = member_seed(cfg, index)
@@ -112,37 +174,46 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     architecture = cfg.architectures[index % len(cfg.architectures)]
     images, holdout_images = to_images(pixels), to_images(holdout_pixels)
     labels, holdout_labels = np.asarray(labels, np.int32), np.asarray(holdout_labels, np.int32)
-    state = _read_state(member_dir)
-    if state["epochs_done"]:
-        model = load_model(member_dir / BACKUP_MODEL, for_training=True)
-        log(f"member {index}: resuming after epoch {state['epochs_done']}")
-    else:
-        model = build_model(cfg, architecture, math.ceil(len(images) / cfg.batch_size))
-    callbacks = _schedule_callbacks(cfg, state)
-    callbacks.append(EpochCheckpoint(member_dir, state, callbacks, log=lambda m: log(f"member {index}: {m}")))
+    steps = epoch_steps(len(images), cfg)
+    model = build_model(cfg, architecture, steps)
+    name = f"member {index + 1}/{cfg.members}"
+    checkpoint = EpochCheckpoint(member_dir, seed)
+    if checkpoint.state["epochs_done"]:
+        checkpoint.restore(model)
+        log(f"{name}: resuming after epoch {checkpoint.state['epochs_done']}")
+    first_epoch = checkpoint.state["epochs_done"]
+    schedule = schedule_callbacks(cfg, steps)
+    checkpoint.schedule_callbacks = schedule
+    callbacks = list(schedule)  # those that change the rate or stop training act before the checkpoint records it
     if cfg.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping_patience))
-    dataset = make_dataset(images, labels, cfg.batch_size, seed, make_augmenter(cfg, seed))
-    started = time.time()
-    if state["epochs_done"] < cfg.epochs:
+    if deadline is not None:
+        callbacks.append(Deadline(deadline))
+    callbacks.append(checkpoint)
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard"):  # Keras's callback needs the package
+        callbacks.append(keras.callbacks.TensorBoard(str(member_dir / TENSORBOARD_DIR), write_graph=False))
+    callbacks.append(progress.Progress(name, steps * cfg.batch_size, cfg.batch_size, cfg.epochs, images_after,
+                                       log=log))
+    if first_epoch < cfg.epochs and not checkpoint.state.get("stopped"):
         model.fit(
-            dataset,
+            make_dataset(images, labels, cfg, seed, first_epoch, cfg.epochs),
             epochs=cfg.epochs,
-            initial_epoch=state["epochs_done"],
+            initial_epoch=first_epoch,
+            steps_per_epoch=steps,
             validation_data=(holdout_images, holdout_labels),
             validation_batch_size=cfg.predict_batch_size,
             callbacks=callbacks,
-            shuffle=False,  # the dataset shuffles itself, seeded
+            shuffle=False,  # the dataset orders itself, from (seed, epoch)
             verbose=0,
         )
-    train_seconds = state["train_seconds"]
+    state = checkpoint.state
     best = load_model(member_dir / BEST_MODEL)
     started = time.time()
     holdout_probs = predict_probs(best, holdout_images, cfg.predict_batch_size, cfg.tta)
     test_probs = predict_probs(best, to_images(test_pixels), cfg.predict_batch_size, cfg.tta)
     predict_seconds = time.time() - started
-    for name, array in (("holdout_probs.npy", holdout_probs), ("test_probs.npy", test_probs)):
-        with atomic.atomic_path(member_dir / name) as tmp:
+    for file_name, array in (("holdout_probs.npy", holdout_probs), ("test_probs.npy", test_probs)):
+        with atomic.atomic_path(member_dir / file_name) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, array)
     result = {
@@ -152,78 +223,117 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
         "epochs_run": len(state["history"]),
         "best_epoch": state["best_epoch"],
         "holdout_accuracy": float(np.mean(holdout_probs.argmax(1) == holdout_labels)),
-        "train_seconds": round(train_seconds, 2),
+        "train_seconds": round(state["train_seconds"], 2),
         "predict_seconds": round(predict_seconds, 2),
-        "train_images_per_second": round(len(images) * len(state["history"]) / max(train_seconds, 1e-9), 1),
+        "train_images_per_second": round(len(images) * len(state["history"]) / max(state["train_seconds"], 1e-9), 1),
     }
-    (member_dir / BACKUP_MODEL).unlink(missing_ok=True)
+    checkpoint.remove_backups()
     atomic.write_text(member_dir / "done.json", json.dumps(result, indent=2))
-    log(f"member {index}: holdout accuracy {result['holdout_accuracy']:.4f} (best epoch {result['best_epoch']})")
+    log(f"{name}: holdout accuracy {result['holdout_accuracy']:.4f} (best epoch {result['best_epoch']})")
     return result
 
 
-def _read_state(member_dir: Path) -> dict:
-    path = member_dir / STATE_FILE
-    if path.is_file() and (member_dir / BACKUP_MODEL).is_file():
-        return json.loads(path.read_text())
-    return {"epochs_done": 0, "history": [], "best": -1.0, "best_epoch": 0, "plateau": {}, "train_seconds": 0.0}
+class WarmUp(keras.callbacks.Callback):
+    """Raise the rate linearly from near zero to `rate` over the first `steps` steps, then leave it alone."""
+
+    def __init__(self, rate: float, steps: int):
+        super().__init__()
+        self.rate, self.steps = rate, max(1, steps)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step < self.steps:  # called once per `steps_per_execution` steps; the last call reaches `rate`
+            self.model.optimizer.learning_rate.assign(self.rate * min(1.0, (step + self.calls) / self.steps))
+
+    def on_train_begin(self, logs=None):
+        self.calls = self.model.steps_per_execution
 
 
-def _schedule_callbacks(cfg: TrainConfig, state: dict) -> list:
-    if cfg.schedule == "onecycle":
-        return []  # the optimizer's OneCycle schedule sets the rate every step
-    plateau = keras.callbacks.ReduceLROnPlateau(
-        monitor=cfg.plateau_monitor,
-        factor=cfg.plateau_factor,
-        patience=cfg.plateau_patience,
-        min_lr=cfg.min_learning_rate,
-    )
-    plateau.resume_state = state.get("plateau", {})
-    return [plateau]
+class Deadline(keras.callbacks.Callback):
+    """Stop training when another epoch as long as the last would end past a wall-clock deadline (the budget)."""
 
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
 
-def _learning_rate(model) -> float:
-    return float(np.asarray(model.optimizer.learning_rate))
+    def on_epoch_begin(self, epoch, logs=None):
+        self.began = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if 2 * time.time() - self.began > self.deadline:
+            self.model.stop_training = True
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After each epoch: keep the best holdout model, a full backup, and the history, all atomically."""
+    """After each epoch: the best holdout model, the weights with the optimizer, the schedule's counters.
 
-    def __init__(self, member_dir: Path, state: dict, schedule_callbacks: list, log=print):
+    Keras's BackupAndRestore restores weights, optimizer and epoch but writes them in place (a kill mid-write leaves
+    a pair that disagrees) and not ReduceLROnPlateau's counters; here a state file is renamed into place last and
+    names the backup it belongs to, so a kill at any moment resumes from one consistent epoch. Each epoch also
+    re-seeds the dropout layers from (seed, epoch), which is what makes a resumed member byte-identical.
+    """
+
+    def __init__(self, member_dir: Path, seed: int):
         super().__init__()
-        self.member_dir, self.state, self.schedule_callbacks, self.log = member_dir, state, schedule_callbacks, log
+        self.member_dir, self.seed = member_dir, seed
+        self.schedule_callbacks = []
+        self.state = self._read_state()
+
+    def _read_state(self) -> dict:
+        path = self.member_dir / STATE_FILE
+        if path.is_file():
+            state = json.loads(path.read_text())
+            if (self.member_dir / state.get("backup", "")).is_file():
+                return state
+        return {"epochs_done": 0, "history": [], "best": -1.0, "best_epoch": 0, "plateau": {}, "train_seconds": 0.0}
+
+    def restore(self, model):
+        """Weights and optimizer state (its step count and current learning rate) of the last finished epoch."""
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.member_dir / self.state["backup"])
 
     def on_train_begin(self, logs=None):
         self.started = time.time()
-        for callback in self.schedule_callbacks:
-            for key, value in getattr(callback, "resume_state", {}).items():
-                setattr(callback, key, value)
+        for callback in self.schedule_callbacks:  # after their own on_train_begin reset them
+            if isinstance(callback, keras.callbacks.ReduceLROnPlateau):
+                for key, value in self.state.get("plateau", {}).items():
+                    setattr(callback, key, value)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.rate = _learning_rate(self.model)
+        self.started = time.time()
+        self.rate = float(np.asarray(self.model.optimizer.learning_rate))
+        for number, layer in enumerate(self.model.layers):
+            generator = getattr(layer, "seed_generator", None)
+            if generator is not None:
+                generator.state.assign(np.array([self.seed * 1000 + number, epoch], generator.state.dtype))
 
     def on_epoch_end(self, epoch, logs=None):
         state = self.state
         logs = {k: float(v) for k, v in (logs or {}).items()}
         logs["learning_rate"] = self.rate
+        logs["seconds"] = time.time() - self.started
         state["history"] = state["history"][:epoch] + [logs]
         if logs.get("val_accuracy", -1.0) >= state["best"]:  # on a tie the later epoch, at a lower rate, wins
             state["best"], state["best_epoch"] = logs["val_accuracy"], epoch + 1
             with atomic.atomic_path(self.member_dir / BEST_MODEL) as tmp:
                 self.model.save(tmp)
-        with atomic.atomic_path(self.member_dir / BACKUP_MODEL) as tmp:
-            self.model.save(tmp)
+        previous = state.get("backup")
+        state["backup"] = f"backup-e{epoch + 1:03d}.weights.h5"
+        with atomic.atomic_path(self.member_dir / state["backup"]) as tmp:
+            self.model.save_weights(tmp)
         state["epochs_done"] = epoch + 1
-        state["train_seconds"] = state.get("train_seconds", 0.0) + time.time() - self.started
-        self.started = time.time()
+        state["train_seconds"] = state.get("train_seconds", 0.0) + logs["seconds"]
+        state["stopped"] = bool(self.model.stop_training)
         state["plateau"] = {
             key: float(getattr(callback, key))
             for callback in self.schedule_callbacks
+            if isinstance(callback, keras.callbacks.ReduceLROnPlateau)
             for key in ("best", "wait", "cooldown_counter")
-            if hasattr(callback, "cooldown_counter")
         }
         atomic.write_text(self.member_dir / STATE_FILE, json.dumps(state, indent=1))
-        self.log(
-            f"epoch {epoch + 1}: loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f} "
-            f"holdout loss {logs.get('val_loss', 0):.4f} acc {logs.get('val_accuracy', 0):.4f} lr {self.rate:.2e}"
-        )
+        if previous and previous != state["backup"]:
+            (self.member_dir / previous).unlink(missing_ok=True)
+
+    def remove_backups(self):
+        for path in self.member_dir.glob("backup-e*.weights.h5"):
+            path.unlink()

@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import os
 import shutil
 import subprocess
 import tarfile
@@ -23,6 +24,14 @@ IDX_SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 LAYOUTS = {"kaggle": (42_000, 28_000), "official": (60_000, 10_000)}
+
+
+def default_cache_dir(environ=None) -> Path:
+    """Where fetched IDX files are kept, outside any repository: $DIGITS_MNIST_CACHE, else the XDG cache folder."""
+    environ = os.environ if environ is None else environ
+    if environ.get("DIGITS_MNIST_CACHE"):
+        return Path(environ["DIGITS_MNIST_CACHE"])
+    return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "digits" / "mnist"
 
 
 def _sha256(path: Path) -> str:

@@ -29,17 +29,8 @@ def save_train_samples(run_dir: Path, pixels: np.ndarray, labels: np.ndarray, se
 def build(run_dir: Path) -> Path:
     """Write every figure into run_dir/figures and run_dir/report.html; return the report's path."""
     run = load_run(run_dir)
-    figures = [
-        ("train_samples.png", "Training data: random samples of each digit", _samples_figure),
-        ("class_distribution.png", "Training data: images per digit", _distribution_figure),
-        *[(f"member_m{m['index']:02d}.png", f"Member {m['index']} ({m['architecture']}): training history",
-           _member_figure(m)) for m in run["members"] if m["history"]],
-        ("confusion_matrix.png", "Ensemble: holdout confusion matrix", _confusion_figure),
-        ("worst_mistakes.png", "Ensemble: most confident holdout mistakes", _mistakes_figure),
-        ("accuracy_by_size.png", "Ensemble size versus holdout accuracy", _size_figure),
-    ]
     written = []
-    for name, caption, draw in figures:
+    for name, caption, draw in _figures(run):
         fig = _new_figure()
         draw(fig, run)
         path = run["dir"] / FIGURES_DIR / name
@@ -49,6 +40,25 @@ def build(run_dir: Path) -> Path:
     target = run["dir"] / REPORT_FILE
     atomic.write_text(target, _html(run, written))
     return target
+
+
+def outputs(run_dir: Path) -> list[Path]:
+    """The files `build` writes for this run: report.html and every figure."""
+    run = load_run(run_dir)
+    return [run["dir"] / REPORT_FILE, *[run["dir"] / FIGURES_DIR / name for name, _, _ in _figures(run)]]
+
+
+def _figures(run) -> list[tuple]:
+    """(file name, caption, drawing function) of each figure of the report."""
+    return [
+        ("train_samples.png", "Training data: random samples of each digit", _samples_figure),
+        ("class_distribution.png", "Training data: images per digit", _distribution_figure),
+        *[(f"member_m{m['index']:02d}.png", f"Member {m['index']} ({m['architecture']}): training history",
+           _member_figure(m)) for m in run["members"] if m["history"]],
+        ("confusion_matrix.png", "Ensemble: holdout confusion matrix", _confusion_figure),
+        ("worst_mistakes.png", "Ensemble: most confident holdout mistakes", _mistakes_figure),
+        ("accuracy_by_size.png", "Ensemble size versus holdout accuracy", _size_figure),
+    ]
 
 
 def _need(path: Path, hint: str) -> Path:
@@ -220,9 +230,7 @@ def _mistakes_figure(fig, run):
 
 
 def _size_figure(fig, run):
-    curve = run["metrics"]["ensemble"].get("accuracy_by_size") or []
-    if not curve:
-        curve = _accuracy_by_size(run)
+    curve = run["metrics"]["ensemble"]["accuracy_by_size"]
     sizes = np.arange(1, len(curve) + 1)
     fig.set_size_inches(7, 4.2)
     ax = fig.subplots()
@@ -237,12 +245,6 @@ def _size_figure(fig, run):
     ax.legend(loc="lower right")
 
 
-def _accuracy_by_size(run) -> list[float]:
-    """The curve from the members' saved probabilities, for metrics written before it was recorded."""
-    probs = [ensemble.load_member(run["dir"], m["index"])[1] for m in run["members"]]
-    return [float(np.mean(ensemble.average(probs[: k + 1]).argmax(1) == run["labels"])) for k in range(len(probs))]
-
-
 def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -252,24 +254,23 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _html(run, figures) -> str:
     metrics, ens = run["metrics"], run["metrics"]["ensemble"]
     summary = _table(["run", "config", "members", "holdout images", "holdout accuracy", "train seconds"], [[
-        metrics.get("run_id", run["dir"].name), run["config"].get("name", ""), len(run["members"]),
-        ens.get("holdout_rows", len(run["labels"])), f"{ens['holdout_accuracy']:.4f}",
-        metrics.get("timings", {}).get("train_seconds", "")]])
+        metrics["run_id"], run["config"].get("name", ""), len(run["members"]),
+        ens["holdout_rows"], f"{ens['holdout_accuracy']:.4f}", metrics["timings"]["train_seconds"]]])
     members = _table(["member", "architecture", "epochs run", "best epoch", "holdout accuracy", "train seconds"], [
         [m["index"], m["architecture"], m.get("epochs_run", ""), m.get("best_epoch", ""),
          f"{m['holdout_accuracy']:.4f}", m.get("train_seconds", "")] for m in run["members"]])
     per_class = _table(["digit", "precision", "recall", "F1", "support"], [
         [c["label"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
-        for c in ens.get("per_class", [])])
+        for c in ens["per_class"]])
     by_size = _table(["members averaged", "holdout accuracy"], [
-        [k, f"{a:.4f}"] for k, a in enumerate(ens.get("accuracy_by_size", []), start=1)])
+        [k, f"{a:.4f}"] for k, a in enumerate(ens["accuracy_by_size"], start=1)])
     blocks = []
     for name, caption, path in figures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         blocks.append(f'<figure><a href="{FIGURES_DIR}/{name}"><img src="data:image/png;base64,{data}" '
                       f'alt="{html.escape(caption)}"></a><figcaption>{html.escape(caption)} '
                       f"({FIGURES_DIR}/{name})</figcaption></figure>")
-    title = html.escape(f"Run {metrics.get('run_id', run['dir'].name)}")
+    title = html.escape(f"Run {metrics['run_id']}")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}img{max-width:100%}"
              "figure{margin:2em 0}figcaption{color:#555}")

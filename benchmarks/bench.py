@@ -1,0 +1,467 @@
+"""`make bench`: the configs against the tutorial recipe, side by side, on each CPU class; rewrites BENCHMARKS.md.
+
+Each CPU class keeps its figures in docs/bench/<class>.json (a run updates only the rows it measured, each row
+stamped with its date and commit), and BENCHMARKS.md plus README's summary are rendered from those files.
+An AVX2-only CPU is stood in for by capping oneDNN (ONEDNN_MAX_CPU_ISA=AVX2), which also turns bf16 off.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from digits import atomic, mnist
+from digits.config import PROJECT_ROOT, Paths
+
+DOCS = PROJECT_ROOT / "docs"
+REPORT = DOCS / "BENCHMARKS.md"
+RESULTS = DOCS / "bench"
+README = PROJECT_ROOT / "README.md"
+AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+DEMO_BUDGET = "9m"  # `make demo`'s training budget: download and scoring fit in the rest of 10 minutes
+# row -> what it must reach: test accuracy, wall seconds, and/or a fraction of the peer's time; repeats; classes
+TARGETS = {
+    "fast": {"accuracy": 0.9955, "peer_ratio": 0.6, "repeats": 3},
+    "fast-onecycle": {"repeats": 1},  # the same net and epochs with the one-cycle schedule: the choice, shown
+    "quick": {"accuracy": 0.9965, "seconds": 600, "repeats": 1},
+    "demo": {"accuracy": 0.9960, "seconds": 600, "repeats": 1},
+    "strong": {"accuracy": 0.9975, "seconds": 3600, "repeats": 1, "classes": ("bf16",)},
+}
+THROUGHPUT_TARGET = {"bf16": 2.0, "avx2": 1.5}
+ALL_ROWS = ["isa", "throughput", "peer", *TARGETS, "inference"]
+SMOKE_SET = ["--set", "epochs=1", "--set", "members=1", "--set", "architectures=lenet", "--set", "budget="]
+
+
+def cpu_classes() -> dict:
+    """The CPU classes this machine can measure: its own, and AVX2 (emulated) when it has more than AVX2."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return {"bf16": {}, "avx2": AVX2_ENV}
+    return {"avx2": {}}
+
+
+def in_fresh_process(env: dict, func, *args):
+    """`func(*args)` in a new interpreter whose environment adds `env`: clean TensorFlow state, oneDNN set anew."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(func, *args).result()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def isa_in_use() -> dict:
+    """The instruction set oneDNN dispatches to here, read from its verbose log of one convolution."""
+    from digits.quiet import import_tensorflow
+
+    tf = import_tensorflow()
+    with tempfile.TemporaryFile() as sink:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(sink.fileno(), 1)
+        try:
+            tf.nn.conv2d(tf.ones([1, 28, 28, 1]), tf.ones([3, 3, 1, 8]), 1, "SAME").numpy()
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        sink.seek(0)
+        lines = sink.read().decode(errors="replace").splitlines()
+    isa = next((line.split("isa:", 1)[1].split(",")[0].strip() for line in lines if "isa:" in line), "unknown")
+    from digits.member import compute_policy
+
+    return {"isa": isa, "precision": compute_policy(True)}
+
+
+def machine() -> dict:
+    """The CPU, cores and library versions the figures were measured with."""
+    from digits import manifest
+
+    return {**manifest.host_info(), **manifest.versions()}
+
+
+def prepare_data(bench_dir: Path, layout: str, smoke: bool) -> Paths:
+    """Competition-shaped MNIST CSVs with held-back answers, built offline from the checked IDX files."""
+    paths = Paths(data_dir=bench_dir / layout / "data", models_dir=bench_dir / layout / "models",
+                  submissions_dir=bench_dir / layout / "submissions")
+    rows = (3000, 1000) if smoke else (0, 0)
+    mnist.write_competition_csvs(mnist.fetch_idx(mnist.default_cache_dir()), paths.data_dir, layout,
+                                 train_rows=rows[0], test_rows=rows[1])
+    return paths
+
+
+def _digits(*args, env: dict) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "digits", *map(str, args)], capture_output=True, text=True,
+                         cwd=PROJECT_ROOT, env={**os.environ, **env})
+    if out.returncode != 0:
+        raise RuntimeError(f"digits {' '.join(map(str, args))} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    return out
+
+
+def _path_args(paths: Paths) -> list:
+    return ["--data-dir", paths.data_dir, "--models-dir", paths.models_dir, "--submissions-dir", paths.submissions_dir]
+
+
+def time_train(config: str, paths: Paths, env: dict, extra=()) -> dict:
+    """Wall time of `digits train` from reading the CSVs to the validated submission, and its test accuracy."""
+    from digits.submission import accuracy
+
+    started = time.perf_counter()
+    out = _digits("train", "--config", config, "--force", *_path_args(paths), *extra, env=env)
+    seconds = time.perf_counter() - started
+    submission = out.stdout.strip().splitlines()[-1]
+    run_dir = paths.models_dir / Path(submission).stem
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    plan = json.loads((run_dir / "manifest.json").read_text()).get("budget_plan")
+    return {"seconds": seconds, "accuracy": accuracy(submission, paths.answers_csv), "run": run_dir.name,
+            "holdout": metrics["ensemble"]["holdout_accuracy"], "members": len(metrics["members"]),
+            "epochs": [m["epochs_run"] for m in metrics["members"]], "plan": plan}
+
+
+def time_demo(bench_dir: Path, env: dict, smoke: bool) -> dict:
+    """`make demo`'s three steps, timed together: Kaggle-shaped CSVs, budgeted training, scoring."""
+    paths = Paths(data_dir=bench_dir / "demo" / "data", models_dir=bench_dir / "demo" / "models",
+                  submissions_dir=bench_dir / "demo" / "submissions")
+    started = time.perf_counter()
+    rows = ["--train-rows", 3000, "--test-rows", 1000] if smoke else []
+    _digits("download", "--source", "mnist", "--layout", "kaggle", "--force", *rows, *_path_args(paths), env=env)
+    result = time_train("quick", paths, env, ["--budget", "1m" if smoke else DEMO_BUDGET])
+    _digits("evaluate", "latest", *_path_args(paths), env=env)
+    return {**result, "seconds": time.perf_counter() - started}
+
+
+def peer_recipe(data_dir: str, epochs: int = 30, steps: int = 640, out_csv: str = "peer.csv") -> dict:
+    """The Kaggle tutorial recipe most people start from, in plain Keras: CSV in, submission out, timed."""
+    started = time.perf_counter()
+    import keras
+    import pandas as pd
+    import tensorflow as tf
+    from keras import layers
+    from sklearn.model_selection import train_test_split
+
+    train = pd.read_csv(Path(data_dir) / "train.csv")
+    test = pd.read_csv(Path(data_dir) / "test.csv")
+    y = train.pop("label").to_numpy()
+    x = (train.to_numpy(np.float32) / 255.0).reshape(-1, 28, 28, 1)
+    x_test = (test.to_numpy(np.float32) / 255.0).reshape(-1, 28, 28, 1)
+    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.08, random_state=2, stratify=y)
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        layers.Conv2D(30, 5, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(15, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Dropout(0.2), layers.Flatten(),
+        layers.Dense(128, activation="relu"), layers.Dense(50, activation="relu"),
+        layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(keras.optimizers.RMSprop(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    augment = keras.Sequential([layers.RandomRotation(10 / 360), layers.RandomZoom(0.1),
+                                layers.RandomTranslation(0.1, 0.1)])
+    dataset = (tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train)).repeat().batch(64)
+               .map(lambda a, b: (augment(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+               .prefetch(tf.data.AUTOTUNE))
+    plateau = keras.callbacks.ReduceLROnPlateau("val_accuracy", patience=3, factor=0.5, min_lr=1e-5)
+    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, validation_data=(x_val, y_val), callbacks=[plateau],
+              verbose=0)
+    labels = model.predict(x_test, batch_size=1024, verbose=0).argmax(1)
+    pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": labels}).to_csv(out_csv, index=False)
+    return {"seconds": time.perf_counter() - started}
+
+
+def plain_strong_net():
+    """The strong net as the public kernel writes it, in plain Keras layers: the throughput baseline."""
+    import keras
+    from keras import layers
+
+    stack = [keras.Input((28, 28, 1))]
+    for filters in (32, 64):
+        stack += [layers.Conv2D(filters, 3, activation="relu"), layers.BatchNormalization(),
+                  layers.Conv2D(filters, 3, activation="relu"), layers.BatchNormalization(),
+                  layers.Conv2D(filters, 5, strides=2, padding="same", activation="relu"),
+                  layers.BatchNormalization(), layers.Dropout(0.4)]
+    stack += [layers.Conv2D(128, 4, activation="relu"), layers.BatchNormalization(), layers.Flatten(),
+              layers.Dropout(0.4), layers.Dense(10, activation="softmax")]
+    return keras.Sequential(stack)
+
+
+def throughput(mode: str, steps: int = 200, batch_size: int = 64, config: str = "strong") -> dict:
+    """Training images/s of the strong net: `plain` model.fit float32, or `project` (the config's trainer)."""
+    import dataclasses
+
+    import keras
+
+    from digits.config import load_config
+    from digits.data import to_images
+    from digits.member import build_model, make_dataset, setup_tensorflow
+
+    cfg = dataclasses.replace(load_config(config), batch_size=batch_size, mixed_precision=mode == "project")
+    setup_tensorflow(cfg, seed=1)
+    x_train, y_train, _, _ = mnist.load_all(mnist.fetch_idx(mnist.default_cache_dir()))
+    count = steps * batch_size
+    images, labels = to_images(x_train[:count]), y_train[:count].astype(np.int32)
+    if mode == "plain":
+        model = plain_strong_net()
+        model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(images[: 10 * batch_size], labels[: 10 * batch_size], batch_size=batch_size, verbose=0)
+        started = time.perf_counter()
+        model.fit(images, labels, batch_size=batch_size, epochs=1, verbose=0)
+    else:
+        model = build_model(cfg, "strong", steps)
+        warm = 2 * cfg.steps_per_execution
+        model.fit(make_dataset(images, labels, cfg, 1, 0, 1).take(warm), steps_per_epoch=warm, verbose=0)
+        dataset = make_dataset(images, labels, cfg, 1, 1, 2)
+        started = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=steps, verbose=0)
+    return {"images_per_second": count / (time.perf_counter() - started)}
+
+
+def inference(run_dir: str, rows: int = 28_000) -> dict:
+    """Images/s of the whole ensemble of `run_dir` predicting `rows` test images."""
+    from digits.data import to_images
+    from digits.member import predict_probs
+    from digits.models import load_model
+
+    _, _, x_test, _ = mnist.load_all(mnist.fetch_idx(mnist.default_cache_dir()))
+    images = to_images(np.resize(x_test, (rows, 784)))
+    models = [load_model(p) for p in sorted(Path(run_dir).glob("members/*/model.keras"))]
+    for model in models:
+        predict_probs(model, images[:2048])
+    started = time.perf_counter()
+    for model in models:
+        predict_probs(model, images)
+    seconds = time.perf_counter() - started
+    return {"members": len(models), "rows": rows, "images_per_second": rows / seconds, "seconds": seconds}
+
+
+def _accuracy(csv: Path, paths: Paths) -> float:
+    from digits.submission import accuracy
+
+    return accuracy(csv, paths.answers_csv)
+
+
+def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=print) -> dict:
+    """Every requested row on one CPU class (at most `most` repeats each, if set); returns {row: figures}."""
+    bench_dir = PROJECT_ROOT / "build" / ("bench-smoke" if smoke else "bench")
+    official = prepare_data(bench_dir, "official", smoke)
+    results = {}
+    if "isa" in rows:
+        results["isa"] = in_fresh_process({**env, "ONEDNN_VERBOSE": "1"}, isa_in_use)
+        log(f"[{cls}] oneDNN runs {results['isa']['isa']}, precision {results['isa']['precision']}")
+    if "throughput" in rows:
+        log(f"[{cls}] throughput: strong net, plain model.fit float32 vs the project's trainer")
+        steps = 10 if smoke else 200
+        results["throughput"] = {}
+        for batch in (64, 128):
+            pairs = {"plain": [], "project": []}
+            for _ in range(1 if smoke else 3):
+                for mode in pairs:  # interleaved, so drift in machine load hits both alike
+                    figures = in_fresh_process(env, throughput, mode, steps * 64 // batch, batch)
+                    pairs[mode].append(figures["images_per_second"])
+            results["throughput"][str(batch)] = pairs
+    if "peer" in rows:
+        log(f"[{cls}] peer: the Kaggle tutorial recipe in plain Keras")
+        epochs, steps = (1, 5) if smoke else (30, 640)
+        runs = []
+        for _ in range(1 if smoke else min(2, most or 2)):
+            started = time.perf_counter()
+            csv = bench_dir / f"peer-{cls}.csv"
+            in_fresh_process(env, peer_recipe, str(official.data_dir), epochs, steps, str(csv))
+            runs.append({"seconds": time.perf_counter() - started, "accuracy": _accuracy(csv, official)})
+        results["peer"] = runs
+    for row, target in TARGETS.items():
+        if row not in rows or cls not in target.get("classes", (cls,)):
+            continue
+        repeats = 1 if smoke else min(target["repeats"], most or target["repeats"])
+        log(f"[{cls}] {row}: {repeats} run(s)")
+        extra = SMOKE_SET if smoke else []
+        if row == "demo":
+            results[row] = [time_demo(bench_dir, env, smoke) for _ in range(repeats)]
+        elif row == "fast-onecycle":
+            results[row] = [time_train("fast", official, env, [*extra, "--set", "schedule=onecycle"])]
+        else:
+            results[row] = [time_train(row, official, env, extra) for _ in range(repeats)]
+    if "inference" in rows and "quick" in results:
+        run_dir = official.models_dir / results["quick"][-1]["run"]
+        results["inference"] = in_fresh_process(env, inference, str(run_dir), 1000 if smoke else 28_000)
+    return results
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    return out.stdout.strip() or "unknown"
+
+
+def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -> dict:
+    """Merge `results` into docs/bench/<cls>.json, stamping each row with date, commit, command and machine."""
+    path = results_dir / f"{cls}.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stamp = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "command": command,
+             "machine": f"{host['cpu']}, {host['cores']} cores"}
+    for row, figures in results.items():
+        stored[row] = {"figures": figures, **stamp}
+    stored["host"] = host
+    atomic.write_text(path, json.dumps(stored, indent=1))
+    return stored
+
+
+def _spread(values: list, fmt: str) -> str:
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.median(values), fmt)} (range {format(min(values), fmt)}-{format(max(values), fmt)}, " \
+           f"n={len(values)})"
+
+
+def _row_line(row: str, entry: dict, peer_seconds: float | None) -> tuple[str, str]:
+    """One table line for a config row, and its PASS/FAIL/'' verdict."""
+    runs, target = entry["figures"], TARGETS[row]
+    acc, secs = statistics.median(r["accuracy"] for r in runs), statistics.median(r["seconds"] for r in runs)
+    wanted, ok = [], True
+    if "accuracy" in target:
+        wanted.append(f">= {target['accuracy']:.2%}")
+        ok &= acc >= target["accuracy"]
+    if "seconds" in target:
+        wanted.append(f"<= {target['seconds']} s")
+        ok &= secs <= target["seconds"]
+    ratio = ""
+    if "peer_ratio" in target and peer_seconds:
+        ratio = f"{secs / peer_seconds:.2f}x"
+        wanted.append(f"<= {target['peer_ratio']}x peer")
+        ok &= secs / peer_seconds <= target["peer_ratio"]
+    plan = runs[-1].get("plan") or {}
+    shape = f"{runs[-1]['members']} x {max(runs[-1]['epochs'])} ep" + (
+        f" (planned at {plan['train_images_per_second']:,.0f} img/s)" if plan else "")
+    verdict = ("PASS" if ok else "FAIL") if wanted else ""
+    label = {"demo": "`make demo` (Kaggle layout, 28,000 answers)",
+             "fast-onecycle": "`fast` with `schedule=onecycle`"}.get(row, f"`{row}`")
+    accuracy, seconds = _spread([r["accuracy"] for r in runs], ".2%"), _spread([r["seconds"] for r in runs], ".0f")
+    line = (f"| {label} | {accuracy} | {seconds} | {ratio} | {shape} | {', '.join(wanted) or '(comparison)'} "
+            f"| {verdict} | {entry['date']} |")
+    return line, verdict
+
+
+CLASS_TITLES = {"bf16": "CPU with AVX512-BF16 (native)",
+                "avx2": "AVX2-only CPU (a laptop's class)"}
+
+
+def render(stored: dict) -> tuple[str, list[str]]:
+    """BENCHMARKS.md from every class's stored rows, and README's summary lines."""
+    lines = ["# Benchmarks", "",
+             "Written by `make bench` from [docs/bench/](bench/) (one JSON file per CPU class; each row keeps the "
+             "date, commit and machine it was measured on). Data: MNIST's official split (train.csv = 60,000 rows, "
+             "test.csv = 10,000) built offline from the checked IDX files, except `make demo` (Kaggle's layout: "
+             "42,000 / 28,000). Accuracy is against held-back labels that training never reads. Wall time runs from "
+             "starting `digits train` to the validated submission (the demo: from building the CSVs to the score). "
+             "Every config trains with `ReduceLROnPlateau`; `quick` and the demo plan members and epochs from a "
+             "time budget measured on the machine they run on.", ""]
+    summary = []
+    for cls in ("bf16", "avx2"):
+        data = stored.get(cls)
+        if not data:
+            continue
+        host = data["host"]
+        isa = data.get("isa", {}).get("figures", {})
+        lines += [f"## {CLASS_TITLES[cls]}", "",
+                  f"- Machine: {host['cpu']}, {host['cores']} cores, flags {', '.join(host['cpu_flags']) or 'none'}"
+                  + (", oneDNN capped by `ONEDNN_MAX_CPU_ISA=AVX2`" if cls == "avx2" and host["cpu_flags"] else ""),
+                  f"- oneDNN instruction set in use: {isa.get('isa', 'not measured')}; "
+                  f"compute precision: {isa.get('precision', 'not measured')}",
+                  f"- Python {host['python']}, TensorFlow {host['tensorflow']}, Keras {host['keras']}, "
+                  f"NumPy {host['numpy']}", "",
+                  "| row | accuracy (test) | wall time (s) | vs peer | members x epochs | target | pass | measured |",
+                  "|---|---|---|---|---|---|---|---|"]
+        peer_seconds = None
+        if "peer" in data:
+            runs = data["peer"]["figures"]
+            peer_seconds = statistics.median(r["seconds"] for r in runs)
+            accuracy = _spread([r["accuracy"] for r in runs], ".2%")
+            seconds = _spread([r["seconds"] for r in runs], ".0f")
+            lines.append(f"| peer: Kaggle tutorial recipe, plain Keras | {accuracy} | {seconds} | 1.00x | 1 x 30 ep "
+                         f"| (reference) | | {data['peer']['date']} |")
+        for row in TARGETS:
+            if row in data:
+                line, verdict = _row_line(row, data[row], peer_seconds)
+                lines.append(line)
+                if row in ("demo", "fast", "quick"):
+                    cells = [c.strip() for c in line.split("|")[1:-1]]
+                    summary.append(f"| {CLASS_TITLES[cls]} | {cells[0]} | {cells[1]} | {cells[2]} s | {verdict} | "
+                                   f"{data[row]['date']}, {host['cpu']} |")
+            elif cls in TARGETS[row].get("classes", (cls,)):
+                lines.append(f"| `{row}` | not measured yet | | | | | | |")
+        if "throughput" in data:
+            lines += ["", "| training throughput, strong net | plain Keras `model.fit`, float32 (img/s) | "
+                      "project trainer (img/s) | ratio | target | pass | measured |", "|---|---|---|---|---|---|---|"]
+            for batch, pair in data["throughput"]["figures"].items():
+                ratio = statistics.median(pair["project"]) / statistics.median(pair["plain"])
+                goal = THROUGHPUT_TARGET[cls] if batch == "64" else None
+                plain, project = _spread(pair["plain"], ",.0f"), _spread(pair["project"], ",.0f")
+                wanted, verdict = (f">= {goal}x", "PASS" if ratio >= goal else "FAIL") if goal else ("", "")
+                lines.append(f"| batch {batch} | {plain} | {project} | {ratio:.2f}x | {wanted} | {verdict} | "
+                             f"{data['throughput']['date']} |")
+        if "inference" in data:
+            inf = data["inference"]["figures"]
+            lines += ["", f"Inference: the `quick` ensemble ({inf['members']} members) predicts {inf['rows']:,} images "
+                      f"at {inf['images_per_second']:,.0f} images/s ({inf['seconds']:.1f} s, all members)."]
+        lines.append("")
+    return "\n".join(lines), summary
+
+
+def write_readme_summary(summary: list[str], readme: Path = README):
+    """Replace the block between README's bench markers with the summary table."""
+    start, end = "<!-- bench:summary -->", "<!-- /bench:summary -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return
+    table = ["| CPU | row | accuracy (test) | time | pass | measured |", "|---|---|---|---|---|---|", *summary]
+    head, rest = text.split(start, 1)
+    atomic.write_text(readme, head + start + "\n" + "\n".join(table) + "\n" + end + rest.split(end, 1)[1])
+
+
+def main(argv=None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the benchmark runs")
+    parser.add_argument("--only", help=f"comma-separated rows (default all: {','.join(ALL_ROWS)})")
+    parser.add_argument("--cpu", default="all", help="bf16, avx2 or all (the classes this machine can stand in for)")
+    parser.add_argument("--out", help="report path (default docs/BENCHMARKS.md; results beside it in bench/)")
+    parser.add_argument("--repeats", type=int, default=0, help="at most this many runs of a row (default: its own)")
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else REPORT
+    results_dir = out.parent / "bench"
+    rows = args.only.split(",") if args.only else ALL_ROWS
+    unknown = set(rows) - set(ALL_ROWS)
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)} (known: {', '.join(ALL_ROWS)})")
+    classes = cpu_classes()
+    chosen = classes if args.cpu == "all" else {args.cpu: classes[args.cpu]} if args.cpu in classes else None
+    if not chosen:
+        parser.error(f"--cpu {args.cpu}: this machine can measure {', '.join(classes)}")
+    command = " ".join(["make bench", " SMOKE=1" * args.smoke, f"ONLY={args.only}" * bool(args.only),
+                        f"CPU={args.cpu}" * (args.cpu != "all"), f"REPEATS={args.repeats}" * bool(args.repeats)])
+    command = " ".join(command.split())
+    stored = {}
+    for cls, env in chosen.items():
+        results = measure(cls, env, rows, args.smoke, args.repeats)
+        stored[cls] = save(cls, results, in_fresh_process(env, machine), command, results_dir)
+    for cls in ("bf16", "avx2"):
+        if cls not in stored and (results_dir / f"{cls}.json").is_file():
+            stored[cls] = json.loads((results_dir / f"{cls}.json").read_text())
+    text, summary = render(stored)
+    atomic.write_text(out, text)
+    if out == REPORT:
+        write_readme_summary(summary)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
