@@ -264,7 +264,7 @@ def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=pri
         results["throughput"] = {}
         for batch in (64, 128):
             pairs = {"plain": [], "project": []}
-            for _ in range(1 if smoke else 3):
+            for _ in range(1 if smoke else min(3, most or 3)):
                 for mode in pairs:  # interleaved, so drift in machine load hits both alike
                     figures = in_fresh_process(env, throughput, mode, steps * 64 // batch, batch)
                     pairs[mode].append(figures["images_per_second"])

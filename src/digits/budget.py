@@ -18,22 +18,22 @@ SAFETY = 0.95  # speeds drift on a shared machine: plan for 95% of what is left
 def measure(cfg: TrainConfig, pixels: np.ndarray, labels: np.ndarray, architecture: str) -> dict:
     """Training and prediction images/s of `architecture` here, timed on a throwaway model over the real pipeline."""
     from .data import to_images
-    from .member import build_model, make_dataset, setup_tensorflow
+    from .member import build_model, epoch_steps, keras, make_dataset, setup_tensorflow  # keras: imported quietly
 
     batch = cfg.batch_size
-    steps = max(4, math.ceil(2048 / batch))
-    cfg = dataclasses.replace(cfg, steps_per_execution=min(cfg.steps_per_execution, steps))
-    steps = math.ceil(steps / cfg.steps_per_execution) * cfg.steps_per_execution  # whole calls, as Keras runs them
+    call = min(cfg.steps_per_execution, max(2, math.ceil(1024 / batch)))  # steps per call into TensorFlow
+    cfg = dataclasses.replace(cfg, steps_per_execution=call)
+    calls = max(4, math.ceil(6144 / (call * batch)))  # the first traces and fills the pipeline; the rest are timed
     setup_tensorflow(cfg, cfg.seed)
-    images = to_images(pixels[: max(steps + cfg.steps_per_execution, 1) * batch])
+    images = to_images(pixels[: calls * call * batch])
     labels = np.asarray(labels[: len(images)], np.int32)
-    model = build_model(cfg, architecture, steps)
-    dataset = make_dataset(images, labels, cfg, cfg.seed, 0, 1)
-    warm = cfg.steps_per_execution
-    model.fit(dataset.take(warm), steps_per_epoch=warm, shuffle=False, verbose=0)  # traces the training step
-    started = time.perf_counter()
-    model.fit(dataset.skip(warm).take(steps), steps_per_epoch=steps, shuffle=False, verbose=0)
-    train_speed = steps * batch / (time.perf_counter() - started)
+    model = build_model(cfg, architecture, calls * call)
+    ends = []
+    clock = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter()))
+    passes = math.ceil(calls * call / epoch_steps(len(images), cfg))  # small data: go round it again
+    model.fit(make_dataset(images, labels, cfg, cfg.seed, 0, passes), steps_per_epoch=calls * call, shuffle=False,
+              callbacks=[clock], verbose=0)
+    train_speed = (len(ends) - 1) * call * batch / (ends[-1] - ends[0])  # steady state: from the first call's end
     sample = images[: 2 * cfg.predict_batch_size]
     model.predict(sample, batch_size=cfg.predict_batch_size, verbose=0)  # traces the prediction step
     started = time.perf_counter()
@@ -59,7 +59,7 @@ def plan(cfg: TrainConfig, seconds_left: float, speed: dict, rows: int, holdout_
 
 
 def fit_to_budget(cfg: TrainConfig, pixels, labels, test_rows: int, started: float, log=print) -> tuple:
-    """`cfg` with members and epochs planned for its budget (counted from `started`), and the plan itself."""
+    """`cfg` with members, epochs and plateau patience planned for its budget (from `started`), and the plan."""
     budget = budget_seconds(cfg.budget)
     holdout_rows = math.ceil(len(labels) * cfg.holdout_fraction)
     speed = measure(cfg, pixels, labels, cfg.architectures[0])
@@ -73,4 +73,7 @@ def fit_to_budget(cfg: TrainConfig, pixels, labels, test_rows: int, started: flo
     if the_plan["planned_seconds"] > seconds_left:
         log(f"warning: the budget is too short for even one epoch here (~{the_plan['epoch_seconds']:.0f} s each); "
             "training one anyway")
-    return dataclasses.replace(cfg, members=the_plan["members"], epochs=the_plan["epochs"]), the_plan
+    patience = max(1, round(the_plan["epochs"] / 8))  # about one chance to halve the rate per eighth of the run
+    the_plan["plateau_patience"] = patience
+    cfg = dataclasses.replace(cfg, members=the_plan["members"], epochs=the_plan["epochs"], plateau_patience=patience)
+    return cfg, the_plan
