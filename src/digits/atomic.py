@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def atomic_path(target):
@@ -34,3 +36,15 @@ def write_bytes(target, data: bytes):
 def write_text(target, text: str):
     """Atomically write `text` (UTF-8) to `target`."""
     write_bytes(target, text.encode("utf-8"))
+
+
+def save_npy(target, array):
+    """Atomically save `array` as a .npy file."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
+
+
+def save_npz(target, **arrays):
+    """Atomically save `arrays` as an uncompressed .npz file."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)

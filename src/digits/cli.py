@@ -5,8 +5,9 @@ import os
 import sys
 from pathlib import Path
 
+from . import runs
 from .config import Paths, kaggle_paths, load_config, parse_set_options, running_on_kaggle
-from .errors import DigitsError, InputError
+from .errors import DigitsError
 
 
 def _paths(args) -> Paths:
@@ -50,8 +51,7 @@ def cmd_train(args):
     paths = _paths(args)
     common = dict(force=args.force, jobs=args.jobs, cluster=args.cluster)
     if args.resume:
-        run_dir = Path(args.resume)
-        metrics = train.resume(run_dir if run_dir.is_dir() else paths.models_dir / args.resume, paths, **common)
+        metrics = train.resume(runs.resolve(args.resume, paths.models_dir), paths, **common)
     else:
         metrics = train.train(_config(args), paths, **common)
     if getattr(args, "kaggle", False) or running_on_kaggle():
@@ -66,7 +66,7 @@ def cmd_ensemble(args):
 
     paths = _paths(args)
     members = [int(m) for m in args.members.split(",")] if args.members else None
-    metrics = ensemble.finish(_run_dir(args.run, paths), paths, members)
+    metrics = ensemble.finish(runs.resolve(args.run, paths.models_dir), paths, members)
     print(metrics["submission"])
 
 
@@ -74,17 +74,9 @@ def cmd_evaluate(args):
     from . import submission
 
     paths = _paths(args)
-    path = latest_submission(paths) if args.submission == "latest" else Path(args.submission)
+    path = runs.latest_submission(paths.submissions_dir) if args.submission == "latest" else Path(args.submission)
     answers = Path(args.answers) if args.answers else paths.answers_csv
     print(f"{path}: accuracy {submission.accuracy(path, answers):.5f}")
-
-
-def latest_submission(paths: Paths) -> Path:
-    """The newest CSV in the submissions folder."""
-    files = sorted(paths.submissions_dir.glob("*.csv"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise InputError(f"{paths.submissions_dir}: no submissions yet; run `make train` first")
-    return files[-1]
 
 
 def cmd_submit(args):
@@ -109,13 +101,13 @@ def cmd_report(args):
     from . import report
 
     paths = _paths(args)
-    print(report.build(_run_dir(args.run, paths)))
+    print(report.build(runs.resolve(args.run, paths.models_dir)))
 
 
 def cmd_predict_image(args):
     from . import predict_image
 
-    predict_image.command(args.images, _run_dir(args.run, _paths(args)), as_json=args.json,
+    predict_image.command(args.images, runs.resolve(args.run, _paths(args).models_dir), as_json=args.json,
                           save_dir=args.save_preprocessed)
 
 
@@ -123,19 +115,6 @@ def cmd_describe(args):
     from . import describe
 
     print(describe.describe(load_config(args.config)))
-
-
-def _run_dir(run: str, paths: Paths) -> Path:
-    """A run given by path, by id under the models folder, or 'latest'."""
-    if run == "latest":
-        runs = sorted(paths.models_dir.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise InputError(f"{paths.models_dir}: no runs yet; train one with `make train`")
-        return runs[-1].parent
-    for candidate in (Path(run), paths.models_dir / run):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise InputError(f"run {run!r}: no such run folder (looked in {paths.models_dir})")
 
 
 def build_parser() -> argparse.ArgumentParser:

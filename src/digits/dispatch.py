@@ -4,6 +4,8 @@ import contextlib
 import os
 import time
 
+from . import runs
+
 
 def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, log=print,
                 deadline=None):
@@ -12,8 +14,6 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
     With a `deadline` (the run's budget) a member still to start when it has passed is left for a rerun,
     unless no member has finished yet: a run always ends with a submission.
     """
-    from .train import member_dir
-
     arrays = (
         inputs.pixels[train_index],
         inputs.labels[train_index],
@@ -30,7 +30,7 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
                 log(f"budget spent: members {todo[position:]} not trained (rerun the command to train them)")
                 return
             after = (len(todo) - position - 1) * rows * cfg.epochs
-            train_member(cfg, index, *arrays, member_dir(run_dir, index), log=log, images_after=after,
+            train_member(cfg, index, *arrays, runs.member_dir(run_dir, index), log=log, images_after=after,
                          deadline=deadline)
         return
     import joblib
@@ -38,7 +38,8 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if not cluster else 0
     with _backend(cluster):
         joblib.Parallel(n_jobs=jobs if not cluster else len(todo))(
-            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(member_dir(run_dir, index)), threads, deadline)
+            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(runs.member_dir(run_dir, index)), threads,
+                                             deadline)
             for index in todo
         )
 

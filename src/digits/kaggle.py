@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import data, submission
+from . import data, runs, submission
 from .config import COMPETITION, Paths
 from .errors import InputError, KaggleError
 
@@ -309,10 +309,10 @@ def _test_rows(paths: Paths) -> int:
 def default_message(path: Path, paths: Paths) -> str:
     """'<run-id>: holdout accuracy 0.9912' from the run's metrics, else the file name."""
     stem = Path(path).stem
-    candidates = [paths.models_dir / stem / "metrics.json"]
+    candidates = [runs.metrics_file(paths.models_dir / stem)]
     subset = re.fullmatch(r"(.+)(-m\d+(?:_\d+)*)", stem)  # `make ensemble MEMBERS=...` writes <run>-m0_2.csv
     if subset:
-        candidates.append(paths.models_dir / subset[1] / f"metrics{subset[2]}.json")
+        candidates.append(runs.metrics_file(paths.models_dir / subset[1], subset[2]))
     for candidate in candidates:
         metrics = _read_json(candidate)
         accuracy = metrics.get("ensemble", {}).get("holdout_accuracy")
@@ -323,9 +323,7 @@ def default_message(path: Path, paths: Paths) -> str:
 
 def submit(paths: Paths, file=None, message: str | None = None, log=print) -> None:
     """Check a submission against test.csv, then send it with `kaggle competitions submit`."""
-    from .cli import latest_submission
-
-    path = Path(file) if file else latest_submission(paths)
+    path = Path(file) if file else runs.latest_submission(paths.submissions_dir)
     labels = submission.read(path, expected_rows=_test_rows(paths))
     message = message or default_message(path, paths)
     require_credentials()

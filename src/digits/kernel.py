@@ -6,14 +6,14 @@ import re
 import shutil
 from pathlib import Path
 
-from . import atomic, submission
+from . import atomic, runs, submission
 from .config import COMPETITION, KAGGLE_WORKING, Paths, config_path, load_config
 from .errors import InputError, KaggleError
 
 SCRIPT_FILE = "digits_kernel.py"
 METADATA_FILE = "kernel-metadata.json"
 EMBED_ROOT = "/digits-kernel-embedded/src/digits"  # the embedded modules' __file__ prefix; nothing is read there
-OUTPUT_PATTERN = r"(^|/)(submission\.csv|metrics\.json)$"  # what `kernel output` fetches (not the models)
+OUTPUT_PATTERN = rf"(^|/)(submission\.csv|{re.escape(runs.METRICS_FILE)})$"  # what `kernel output` fetches, not models
 # Kaggle's accelerators for `machine_shape` (kaggle CLI 2.2.4 / kagglesdk; its TPU, Tpu1VmV38, is not used here).
 MACHINE_SHAPES = {"t4": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100"}
 NO_GPU = ("none", "cpu")
@@ -239,15 +239,17 @@ def fetch_output(out_dir, paths: Paths, log=print) -> Path:
                           "must say KernelWorkerStatus.COMPLETE; whatever came back (the log, if any) is in "
                           f"{download_dir}")
     labels = submission.read(found)
-    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(download_dir.glob("**/metrics.json"))]
-    runs = sorted((m for m in runs if m.get("run_id")), key=lambda m: str(m.get("timings", {}).get("written")))
-    name = f"kaggle-{runs[-1]['run_id']}" if runs else f"kaggle-{meta['id'].split('/')[-1]}"
+    found_metrics = [json.loads(p.read_text(encoding="utf-8"))
+                     for p in sorted(download_dir.glob(f"**/{runs.METRICS_FILE}"))]
+    kernel_runs = sorted((m for m in found_metrics if m.get("run_id")),
+                         key=lambda m: str(m.get("timings", {}).get("written")))
+    name = f"kaggle-{kernel_runs[-1]['run_id']}" if kernel_runs else f"kaggle-{meta['id'].split('/')[-1]}"
     target = paths.submissions_dir / f"{name}.csv"
     atomic.write_bytes(target, found.read_bytes())
     accuracy = ""
-    if runs:
-        metrics = {**runs[-1], "submission": str(target), "kernel": meta["id"]}
-        atomic.write_text(paths.models_dir / name / "metrics.json", json.dumps(metrics, indent=2))
+    if kernel_runs:
+        metrics = {**kernel_runs[-1], "submission": str(target), "kernel": meta["id"]}
+        atomic.write_text(runs.metrics_file(paths.models_dir / name), json.dumps(metrics, indent=2))
         value = metrics.get("ensemble", {}).get("holdout_accuracy")
         accuracy = f", holdout accuracy {value:.4f}" if isinstance(value, (int, float)) else ""
     log(f"wrote {target} ({len(labels)} rows{accuracy}) from kernel {meta['id']}; send it with `make submit`")
