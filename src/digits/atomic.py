@@ -23,6 +23,10 @@ def atomic_path(target):
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as err:
+        if err.filename is None and err.errno:  # a write deep in a library: name the file it was writing
+            raise OSError(err.errno, err.strerror, str(target)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -1,6 +1,7 @@
 """The `digits` command: a thin layer of argument parsing over the pipeline's functions."""
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -189,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# a full disk, a quota, a file-size limit, a read-only or unwritable folder
+WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv=None) -> int:
     """Run one command; errors become one clear line on stderr and a non-zero exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -201,4 +206,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in WRITE_FAILURES:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: could not write{where}: {err.strerror or err}. Nothing half-written was kept; free some space "
+              "(or make the folder writable) and rerun the same command: it resumes where it stopped", file=sys.stderr)
+        return 1
     return 0
