@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import runs
+from . import logs, runs
 from .config import Paths, kaggle_paths, load_config, parse_set_options, running_on_kaggle
 from .errors import DigitsError
 
@@ -197,6 +197,7 @@ WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EA
 def main(argv=None) -> int:
     """Run one command; errors become one clear line on stderr and a non-zero exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logs.to_stdout()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

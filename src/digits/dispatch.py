@@ -1,14 +1,16 @@
 """Run ensemble members one after another, in parallel processes (joblib), or on a Dask cluster."""
 
 import contextlib
+import logging
 import os
 import time
 
 from . import runs
 
+log = logging.getLogger(__name__)
 
-def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, log=print,
-                deadline=None):
+
+def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, deadline=None):
     """Train the members in `todo`; each writes its own folder, so they are independent.
 
     With a `deadline` (the run's budget) a member still to start when it has passed is left for a rerun,
@@ -27,10 +29,10 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
         rows = len(train_index)
         for position, index in enumerate(todo):
             if deadline is not None and time.time() >= deadline and (position or len(todo) < cfg.members):
-                log(f"budget spent: members {todo[position:]} not trained (rerun the command to train them)")
+                log.info(f"budget spent: members {todo[position:]} not trained (rerun the command to train them)")
                 return
             after = (len(todo) - position - 1) * rows * cfg.epochs
-            train_member(cfg, index, *arrays, runs.member_dir(run_dir, index), log=log, images_after=after,
+            train_member(cfg, index, *arrays, runs.member_dir(run_dir, index), images_after=after,
                          deadline=deadline)
         return
     import joblib
@@ -46,10 +48,11 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
 
 def _train_in_worker(cfg, index, arrays, member_dir, threads, deadline):
     """Entry point in a worker process: import TensorFlow there, not in the parent."""
+    from . import logs
     from .member import train_member
 
-    return train_member(cfg, index, *arrays, member_dir, threads=threads, log=lambda m: print(m, flush=True),
-                        deadline=deadline)
+    logs.to_stdout()
+    return train_member(cfg, index, *arrays, member_dir, threads=threads, deadline=deadline)
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Average saved member probabilities into the ensemble, write the submission and the run's metrics."""
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import numpy as np
 from . import atomic, manifest, runs, submission
 from .config import Paths
 from .errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def average(probabilities: list[np.ndarray]) -> np.ndarray:
@@ -26,7 +29,7 @@ def load_member(run_dir: Path, index: int) -> tuple[dict, np.ndarray, np.ndarray
     return info, np.load(folder / runs.HOLDOUT_PROBS_FILE), np.load(folder / runs.TEST_PROBS_FILE)
 
 
-def finish(run_dir: Path, paths: Paths, members: list[int] | None = None, log=print) -> dict:
+def finish(run_dir: Path, paths: Paths, members: list[int] | None = None) -> dict:
     """Ensemble `members` (default: all finished), write the submission and metrics; return the metrics."""
     run_dir = Path(run_dir)
     if not (run_dir / runs.HOLDOUT_FILE).is_file():
@@ -48,7 +51,7 @@ def finish(run_dir: Path, paths: Paths, members: list[int] | None = None, log=pr
     metrics["submission"] = str(submission_path)
     metrics["test_rows"] = int(len(ensemble_test))
     atomic.write_text(runs.metrics_file(run_dir, tag), json.dumps(metrics, indent=2))
-    log(f"ensemble of {len(chosen)} member(s): holdout accuracy {metrics['ensemble']['holdout_accuracy']:.4f}")
+    log.info(f"ensemble of {len(chosen)} member(s): holdout accuracy {metrics['ensemble']['holdout_accuracy']:.4f}")
     return metrics
 
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from .quiet import import_tensorflow
 
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow, quietly imported)
+
+log = logging.getLogger(__name__)
 
 
 def member_seed(cfg: TrainConfig, index: int) -> int:
@@ -157,7 +160,7 @@ def schedule_callbacks(cfg: TrainConfig, steps: int) -> list:
 
 
 def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, holdout_labels, test_pixels,
-                 member_dir, threads: int = 0, log=print, images_after: int = 0, deadline: float | None = None) -> dict:
+                 member_dir, threads: int = 0, images_after: int = 0, deadline: float | None = None) -> dict:
     """Train member `index` into `member_dir`, continuing from its last finished epoch if any.
 
     `images_after` (images the members after this one will train on) feeds the run's ETA; past `deadline`
@@ -176,7 +179,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     checkpoint = EpochCheckpoint(member_dir, seed)
     if checkpoint.state["epochs_done"]:
         checkpoint.restore(model)
-        log(f"{name}: resuming after epoch {checkpoint.state['epochs_done']}")
+        log.info(f"{name}: resuming after epoch {checkpoint.state['epochs_done']}")
     first_epoch = checkpoint.state["epochs_done"]
     schedule = schedule_callbacks(cfg, steps)
     checkpoint.schedule_callbacks = schedule
@@ -188,8 +191,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     callbacks.append(checkpoint)
     if cfg.tensorboard and importlib.util.find_spec("tensorboard"):  # Keras's callback needs the package
         callbacks.append(keras.callbacks.TensorBoard(str(member_dir / runs.TENSORBOARD_DIR), write_graph=False))
-    callbacks.append(progress.Progress(name, steps * cfg.batch_size, cfg.batch_size, cfg.epochs, images_after,
-                                       log=log))
+    callbacks.append(progress.Progress(name, steps * cfg.batch_size, cfg.batch_size, cfg.epochs, images_after))
     if first_epoch < cfg.epochs and not checkpoint.state.get("stopped"):
         model.fit(
             make_dataset(images, labels, cfg, seed, first_epoch, cfg.epochs),
@@ -223,7 +225,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     }
     checkpoint.remove_backups()
     atomic.write_text(member_dir / runs.DONE_FILE, json.dumps(result, indent=2))
-    log(f"{name}: holdout accuracy {result['holdout_accuracy']:.4f} (best epoch {result['best_epoch']})")
+    log.info(f"{name}: holdout accuracy {result['holdout_accuracy']:.4f} (best epoch {result['best_epoch']})")
     return result
 
 

@@ -3,6 +3,7 @@
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import time
@@ -14,6 +15,8 @@ import numpy as np
 from . import atomic, budget, data, dispatch, ensemble, manifest, report, runs
 from .config import Paths, TrainConfig, apply_overrides, budget_seconds, describe_schedule
 from .errors import DigitsError, InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,7 +43,7 @@ def run_id_for(cfg: TrainConfig, inputs: Inputs) -> str:
     return f"{cfg.name}-{data.sha256_bytes(key.encode())[:8]}"
 
 
-def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs=1, cluster=None, log=print) -> dict:
+def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs=1, cluster=None) -> dict:
     """Train every member not yet finished, then ensemble; return the run's metrics."""
     started = time.time()
     inputs = load_inputs(paths, cfg.max_train_rows)
@@ -48,23 +51,23 @@ def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs=1, c
     run_id = run_id or run_id_for(cfg, inputs)
     run_dir = paths.models_dir / run_id
     with run_lock(run_dir):
-        return _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster, log)
+        return _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster)
 
 
-def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster, log) -> dict:
+def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster) -> dict:
     """The body of `train`, run while this process holds the run's lock."""
     if force:
         _clear_run_dir(run_dir)
     if (run_dir / runs.METRICS_FILE).is_file():
-        return _finish_trained(run_id, run_dir, paths, log)
+        return _finish_trained(run_id, run_dir, paths)
     plan = None
     if (run_dir / runs.CONFIG_FILE).is_file():
         cfg = saved_config(run_dir)  # a rerun keeps the plan (members, epochs) the run started with
     elif cfg.budget:
-        cfg, plan = budget.fit_to_budget(cfg, inputs.pixels, inputs.labels, len(inputs.test_pixels), started, log)
+        cfg, plan = budget.fit_to_budget(cfg, inputs.pixels, inputs.labels, len(inputs.test_pixels), started)
     _prepare_run_dir(run_dir, cfg, inputs, started, plan)
-    log(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {cfg.epochs} epochs, "
-        f"{len(inputs.labels)} rows, schedule {describe_schedule(cfg)}")
+    log.info(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {cfg.epochs} epochs, "
+             f"{len(inputs.labels)} rows, schedule {describe_schedule(cfg)}")
     holdout = np.load(run_dir / runs.HOLDOUT_FILE)
     finished = runs.finished_members(run_dir)
     todo = [i for i in range(cfg.members) if i not in finished]
@@ -73,10 +76,10 @@ def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, clu
         reserve = (plan["member_seconds"] - plan["epochs"] * plan["epoch_seconds"]) if plan else 0.0
         deadline = started + budget_seconds(cfg.budget) - budget.FINISH_SECONDS - reserve
     dispatch.run_members(cfg, inputs, holdout["train_index"], holdout["holdout_index"], run_dir, todo, jobs, cluster,
-                         log, deadline=deadline)
+                         deadline=deadline)
     manifest.finish(run_dir)
-    metrics = ensemble.finish(run_dir, paths, log=log)
-    log(f"report: {report.build(run_dir)}")
+    metrics = ensemble.finish(run_dir, paths)
+    log.info(f"report: {report.build(run_dir)}")
     return metrics
 
 
@@ -132,17 +135,17 @@ def _clear_run_dir(run_dir: Path):
             path.unlink()
 
 
-def _finish_trained(run_id: str, run_dir: Path, paths: Paths, log) -> dict:
+def _finish_trained(run_id: str, run_dir: Path, paths: Paths) -> dict:
     """A run whose members all finished: ensemble again, and rebuild whatever it promises and lacks (no training)."""
     missing = _missing_outputs(run_dir, paths)
     if missing:
         names = ", ".join(str(p.relative_to(run_dir) if p.is_relative_to(run_dir) else p) for p in missing)
-        log(f"run {run_id}: every member is trained; rebuilding what is missing: {names}")
+        log.info(f"run {run_id}: every member is trained; rebuilding what is missing: {names}")
     else:
-        log(f"run {run_id} already finished (use --force to train it again)")
-    metrics = ensemble.finish(run_dir, paths, log=log)
+        log.info(f"run {run_id} already finished (use --force to train it again)")
+    metrics = ensemble.finish(run_dir, paths)
     if missing:
-        log(f"report: {report.build(run_dir)}")
+        log.info(f"report: {report.build(run_dir)}")
     return metrics
 
 
