@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digits import atomic, mnist
+from digits import atomic, mnist, runs
 from digits.config import PROJECT_ROOT, Paths
 
 DOCS = PROJECT_ROOT / "docs"
@@ -122,8 +122,8 @@ def time_train(config: str, paths: Paths, env: dict, extra=()) -> dict:
     seconds = time.perf_counter() - started
     submission = out.stdout.strip().splitlines()[-1]
     run_dir = paths.models_dir / Path(submission).stem
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    plan = json.loads((run_dir / "manifest.json").read_text()).get("budget_plan")
+    metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
+    plan = json.loads((run_dir / runs.MANIFEST_FILE).read_text()).get("budget_plan")
     return {"seconds": seconds, "accuracy": accuracy(submission, paths.answers_csv), "run": run_dir.name,
             "holdout": metrics["ensemble"]["holdout_accuracy"], "members": len(metrics["members"]),
             "epochs": [m["epochs_run"] for m in metrics["members"]], "plan": plan}
@@ -234,7 +234,7 @@ def inference(run_dir: str, rows: int = 28_000) -> dict:
 
     _, _, x_test, _ = mnist.load_all(mnist.fetch_idx(mnist.default_cache_dir()))
     images = to_images(np.resize(x_test, (rows, 784)))
-    models = [load_model(p) for p in sorted(Path(run_dir).glob("members/*/model.keras"))]
+    models = [load_model(p) for p in sorted(Path(run_dir).glob(f"{runs.MEMBERS_DIR}/*/{runs.MODEL_FILE}"))]
     for model in models:
         predict_probs(model, images[:2048])
     started = time.perf_counter()

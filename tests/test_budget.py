@@ -1,6 +1,7 @@
 """The time budget: plan from a measured speed, stop within the budget; progress lines, TensorBoard, a quiet start."""
 
 import json
+import logging
 import time
 
 import numpy as np
@@ -68,19 +69,21 @@ def test_a_bad_budget_names_the_key():
         load_config("quick", {"budget": "ten minutes"})
 
 
-def test_progress_draws_a_bar_on_a_terminal(capsys):
+def test_progress_draws_a_bar_on_a_terminal(capsys, caplog):
     import keras
 
     from digits.progress import Progress
 
+    caplog.set_level(logging.INFO, logger="digits")
+
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     model.compile("adam", "mse")
-    lines = []
-    bar = Progress("member 1/2", 640, 32, 2, images_after=1280, log=lines.append, terminal=True)
+    bar = Progress("member 1/2", 640, 32, 2, images_after=1280, terminal=True)
     slow = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_, **__: time.sleep(0.03))  # lets tqdm redraw
     model.fit(np.zeros((640, 4)), np.zeros((640, 2)), batch_size=32, epochs=2, verbose=0, callbacks=[slow, bar])
     drawn = capsys.readouterr().err
     assert "member 1/2 epoch 2/2" in drawn and "img/s" in drawn and "run ETA" in drawn
+    lines = [record.getMessage() for record in caplog.records if record.name == "digits.progress"]
     assert len(lines) == 2 and lines[1].startswith("member 1/2 epoch 2/2: ") and "run ETA" in lines[1]
 
 

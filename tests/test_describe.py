@@ -22,6 +22,7 @@ def test_describe_command(capsys):
     assert main(["describe", "--config", "tiny"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("config tiny: 2 member(s)")
+    assert "schedule: ReduceLROnPlateau(monitor=val_accuracy, factor=0.5, patience=1" in out
     assert "MaxPooling2D" in out and "total:" in out
     assert main(["describe", "--config", "no-such-config"]) == 2
     assert "no-such-config" in capsys.readouterr().err

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 from dask.distributed import LocalCluster
 
 from conftest import path_args, paths_under, run_cli
@@ -21,26 +20,20 @@ def _train_on_cluster(small_data, paths):
                        *path_args(paths), "--data-dir", small_data, check=True)
 
 
-def test_dask_cluster_trains_every_member(small_data, tmp_path):
-    paths = paths_under(tmp_path)
-    result = _train_on_cluster(small_data, paths)
-    assert "member 1/2 epoch" not in result.stdout  # trained in the workers, whose logs stay there
-    submission = pd.read_csv(result.stdout.strip().splitlines()[-1])
-    assert submission["ImageId"].tolist() == list(range(1, 501))
-    metrics = json.loads(next(paths.models_dir.glob("*/metrics.json")).read_text())
-    assert [m["index"] for m in metrics["members"]] == [0, 1]
-    assert metrics["ensemble"]["holdout_accuracy"] > 0.5
-
-
-@pytest.mark.slow
-def test_dask_cluster_gives_the_in_process_result(small_data, tmp_path):
-    """Bit-equal on an idle machine; two workers sharing 2 busy cores have been seen to differ (see README)."""
+def test_dask_cluster_trains_every_member_to_the_in_process_bytes(small_data, tmp_path):
+    """Each member's shuffle, warps and dropout come from (seed, member, epoch, step) alone, so where it trains
+    does not matter: the same intra-op thread count and instruction set give the same bytes."""
     local, remote = paths_under(tmp_path / "local"), paths_under(tmp_path / "dask")
     run_cli("train", "--config", "tiny", *path_args(local), "--data-dir", small_data, check=True)
     result = _train_on_cluster(small_data, remote)
+    assert "member 1/2 epoch" not in result.stdout  # trained in the workers, whose logs stay there
+    submission = result.stdout.strip().splitlines()[-1]
+    assert pd.read_csv(submission)["ImageId"].tolist() == list(range(1, 501))
+    metrics = json.loads(next(remote.models_dir.glob("*/metrics.json")).read_text())
+    assert [m["index"] for m in metrics["members"]] == [0, 1]
     expected, got = _member_probs(tmp_path / "local"), _member_probs(tmp_path / "dask")
     assert len(expected) == len(got) == 2
     for mine, theirs in zip(expected, got, strict=True):
         np.testing.assert_array_equal(mine, theirs)
-    local_csv = (local.submissions_dir / result.stdout.strip().splitlines()[-1].split("/")[-1]).read_bytes()
-    assert open(result.stdout.strip().splitlines()[-1], "rb").read() == local_csv
+    local_csv = (local.submissions_dir / submission.split("/")[-1]).read_bytes()
+    assert open(submission, "rb").read() == local_csv

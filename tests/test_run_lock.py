@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import PROJECT_ROOT, make_small_data, path_args, paths_under, run_cli
-from digits import train
+from digits import runs, train
 from digits.errors import DigitsError
 
 TINY = ["train", "--config", "tiny"]
@@ -40,7 +40,7 @@ def _wait_for(condition, process, what: str, seconds=300):
 
 def _lock_held_by(paths, pid: int):
     """The run folder whose lock file names `pid`, once the process has written it."""
-    for lock in paths.models_dir.glob(f"*/{train.LOCK_FILE}"):
+    for lock in paths.models_dir.glob(f"*/{runs.LOCK_FILE}"):
         if lock.read_text().strip() == str(pid):
             return lock.parent
     return None
@@ -60,7 +60,7 @@ def test_a_second_command_stops_at_once_naming_the_holder(mnist_idx, tmp_path):
         output = first.communicate(timeout=600)[0]
     assert second.returncode == 1, second.stdout[-2000:] + second.stderr[-2000:]
     assert second.stderr.strip() == (f"error: {run_dir}: this run is being trained by process {first.pid} "
-                                     f"(it holds {run_dir / train.LOCK_FILE}); wait for it to finish or stop it, "
+                                     f"(it holds {run_dir / runs.LOCK_FILE}); wait for it to finish or stop it, "
                                      "then run this command again")
     assert seconds < 30, f"the second command took {seconds:.1f} s to give up"
     assert "member" not in second.stdout, second.stdout
@@ -76,10 +76,10 @@ def test_a_lock_left_by_a_killed_trainer_does_not_block(mnist_idx, tmp_path):
     make_small_data(mnist_idx, paths.data_dir, 600, 100)
     first = _start(paths)
     run_dir = _wait_for(lambda: _lock_held_by(paths, first.pid), first, "the first command take the lock")
-    _wait_for(lambda: (run_dir / train.CONFIG_FILE).is_file(), first, "the run folder prepared")
+    _wait_for(lambda: (run_dir / runs.CONFIG_FILE).is_file(), first, "the run folder prepared")
     first.send_signal(signal.SIGKILL)
     first.communicate()
-    assert (run_dir / train.LOCK_FILE).read_text().strip() == str(first.pid)  # the file stays, the lock does not
+    assert (run_dir / runs.LOCK_FILE).read_text().strip() == str(first.pid)  # the file stays, the lock does not
     assert not (run_dir / "metrics.json").is_file()
 
     result = run_cli(*TINY, *path_args(paths), check=True)
@@ -89,7 +89,7 @@ def test_a_lock_left_by_a_killed_trainer_does_not_block(mnist_idx, tmp_path):
 
 def test_the_lock_is_exclusive_and_released(tmp_path):
     with train.run_lock(tmp_path / "run"):
-        assert (tmp_path / "run" / train.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        assert (tmp_path / "run" / runs.LOCK_FILE).read_text() == f"{os.getpid()}\n"
         with pytest.raises(DigitsError, match=rf"being trained by process {os.getpid()} "):
             with train.run_lock(tmp_path / "run"):
                 pass

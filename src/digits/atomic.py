@@ -5,6 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def atomic_path(target):
@@ -21,6 +23,10 @@ def atomic_path(target):
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as err:
+        if err.filename is None and err.errno:  # a write deep in a library: name the file it was writing
+            raise OSError(err.errno, err.strerror, str(target)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -34,3 +40,15 @@ def write_bytes(target, data: bytes):
 def write_text(target, text: str):
     """Atomically write `text` (UTF-8) to `target`."""
     write_bytes(target, text.encode("utf-8"))
+
+
+def save_npy(target, array):
+    """Atomically save `array` as a .npy file."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
+
+
+def save_npz(target, **arrays):
+    """Atomically save `arrays` as an uncompressed .npz file."""
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)

@@ -1,12 +1,15 @@
 """Fit a run into a wall-clock budget: measure this machine's training speed, then plan members and epochs."""
 
 import dataclasses
+import logging
 import math
 import time
 
 import numpy as np
 
 from .config import TrainConfig, budget_seconds
+
+log = logging.getLogger(__name__)
 
 MAX_MEMBERS = 15  # the best public kernel's ensemble size; more adds little
 FINISH_SECONDS = 15.0  # ensembling, the submission and the report after the last member
@@ -58,7 +61,7 @@ def plan(cfg: TrainConfig, seconds_left: float, speed: dict, rows: int, holdout_
             "seconds_left": round(seconds_left, 1), **speed}
 
 
-def fit_to_budget(cfg: TrainConfig, pixels, labels, test_rows: int, started: float, log=print) -> tuple:
+def fit_to_budget(cfg: TrainConfig, pixels, labels, test_rows: int, started: float) -> tuple:
     """`cfg` with members, epochs and plateau patience planned for its budget (from `started`), and the plan."""
     budget = budget_seconds(cfg.budget)
     holdout_rows = math.ceil(len(labels) * cfg.holdout_fraction)
@@ -66,13 +69,13 @@ def fit_to_budget(cfg: TrainConfig, pixels, labels, test_rows: int, started: flo
     seconds_left = budget - (time.time() - started)
     the_plan = {"budget_seconds": budget, **plan(cfg, seconds_left, speed, len(labels) - holdout_rows,
                                                  holdout_rows, test_rows)}
-    log(f"this machine: {speed['train_images_per_second']:,.0f} img/s training, "
-        f"{speed['predict_images_per_second']:,.0f} img/s predicting; plan: {the_plan['members']} member(s) x "
-        f"{the_plan['epochs']} epochs of {speed['architecture']}, ~{the_plan['planned_seconds'] / 60:.1f} min "
-        f"of the {seconds_left / 60:.1f} min left in the {cfg.budget} budget")
+    log.info(f"this machine: {speed['train_images_per_second']:,.0f} img/s training, "
+             f"{speed['predict_images_per_second']:,.0f} img/s predicting; plan: {the_plan['members']} member(s) x "
+             f"{the_plan['epochs']} epochs of {speed['architecture']}, ~{the_plan['planned_seconds'] / 60:.1f} min "
+             f"of the {seconds_left / 60:.1f} min left in the {cfg.budget} budget")
     if the_plan["planned_seconds"] > seconds_left:
-        log(f"warning: the budget is too short for even one epoch here (~{the_plan['epoch_seconds']:.0f} s each); "
-            "training one anyway")
+        log.warning(f"warning: the budget is too short for even one epoch here "
+                    f"(~{the_plan['epoch_seconds']:.0f} s each); training one anyway")
     patience = max(1, round(the_plan["epochs"] / 8))  # about one chance to halve the rate per eighth of the run
     the_plan["plateau_patience"] = patience
     cfg = dataclasses.replace(cfg, members=the_plan["members"], epochs=the_plan["epochs"], plateau_patience=patience)

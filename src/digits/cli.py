@@ -1,12 +1,14 @@
 """The `digits` command: a thin layer of argument parsing over the pipeline's functions."""
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
 
+from . import logs, runs
 from .config import Paths, kaggle_paths, load_config, parse_set_options, running_on_kaggle
-from .errors import DigitsError, InputError
+from .errors import DigitsError
 
 
 def _paths(args) -> Paths:
@@ -50,8 +52,7 @@ def cmd_train(args):
     paths = _paths(args)
     common = dict(force=args.force, jobs=args.jobs, cluster=args.cluster)
     if args.resume:
-        run_dir = Path(args.resume)
-        metrics = train.resume(run_dir if run_dir.is_dir() else paths.models_dir / args.resume, paths, **common)
+        metrics = train.resume(runs.resolve(args.resume, paths.models_dir), paths, **common)
     else:
         metrics = train.train(_config(args), paths, **common)
     if getattr(args, "kaggle", False) or running_on_kaggle():
@@ -66,7 +67,7 @@ def cmd_ensemble(args):
 
     paths = _paths(args)
     members = [int(m) for m in args.members.split(",")] if args.members else None
-    metrics = ensemble.finish(_run_dir(args.run, paths), paths, members)
+    metrics = ensemble.finish(runs.resolve(args.run, paths.models_dir), paths, members)
     print(metrics["submission"])
 
 
@@ -74,17 +75,9 @@ def cmd_evaluate(args):
     from . import submission
 
     paths = _paths(args)
-    path = latest_submission(paths) if args.submission == "latest" else Path(args.submission)
+    path = runs.latest_submission(paths.submissions_dir) if args.submission == "latest" else Path(args.submission)
     answers = Path(args.answers) if args.answers else paths.answers_csv
     print(f"{path}: accuracy {submission.accuracy(path, answers):.5f}")
-
-
-def latest_submission(paths: Paths) -> Path:
-    """The newest CSV in the submissions folder."""
-    files = sorted(paths.submissions_dir.glob("*.csv"), key=lambda p: p.stat().st_mtime)
-    if not files:
-        raise InputError(f"{paths.submissions_dir}: no submissions yet; run `make train` first")
-    return files[-1]
 
 
 def cmd_submit(args):
@@ -109,13 +102,13 @@ def cmd_report(args):
     from . import report
 
     paths = _paths(args)
-    print(report.build(_run_dir(args.run, paths)))
+    print(report.build(runs.resolve(args.run, paths.models_dir)))
 
 
 def cmd_predict_image(args):
     from . import predict_image
 
-    predict_image.command(args.images, _run_dir(args.run, _paths(args)), as_json=args.json,
+    predict_image.command(args.images, runs.resolve(args.run, _paths(args).models_dir), as_json=args.json,
                           save_dir=args.save_preprocessed)
 
 
@@ -123,19 +116,6 @@ def cmd_describe(args):
     from . import describe
 
     print(describe.describe(load_config(args.config)))
-
-
-def _run_dir(run: str, paths: Paths) -> Path:
-    """A run given by path, by id under the models folder, or 'latest'."""
-    if run == "latest":
-        runs = sorted(paths.models_dir.glob("*/config.json"), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise InputError(f"{paths.models_dir}: no runs yet; train one with `make train`")
-        return runs[-1].parent
-    for candidate in (Path(run), paths.models_dir / run):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise InputError(f"run {run!r}: no such run folder (looked in {paths.models_dir})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,9 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# a full disk, a quota, a file-size limit, a read-only or unwritable folder
+WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv=None) -> int:
     """Run one command; errors become one clear line on stderr and a non-zero exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logs.to_stdout()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
@@ -222,4 +207,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in WRITE_FAILURES:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"error: could not write{where}: {err.strerror or err}. Nothing half-written was kept; free some space "
+              "(or make the folder writable) and rerun the same command: it resumes where it stopped", file=sys.stderr)
+        return 1
     return 0

@@ -178,9 +178,7 @@ def _decode(name: str, raw: bytes, columns: list[str], cache_dir) -> tuple[np.nd
 
 def _save_cache(cached: Path | None, table: np.ndarray):
     if cached is not None:
-        with atomic.atomic_path(cached) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, table)
+        atomic.save_npy(cached, table)
 
 
 def _parse(name: str, raw: bytes, columns: list[str]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .config import TrainConfig
+from .config import TrainConfig, describe_schedule
 
 
 def member_architectures(cfg: TrainConfig) -> list[str]:
@@ -26,7 +26,9 @@ def describe(cfg: TrainConfig) -> str:
     from .models import make_model
 
     archs = member_architectures(cfg)
-    lines = [f"config {cfg.name}: {cfg.members} member(s), input 28x28x1, 10-way softmax", ""]
+    lines = [f"config {cfg.name}: {cfg.members} member(s), input 28x28x1, 10-way softmax",
+             f"schedule: {describe_schedule(cfg)}" + (f"; budget {cfg.budget} (members and epochs planned on the "
+                                                      "machine)" if cfg.budget else ""), ""]
     total = 0
     for name in dict.fromkeys(archs):
         model = make_model(name, l2=cfg.l2, dropout=cfg.dropout)

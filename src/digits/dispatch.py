@@ -1,19 +1,21 @@
 """Run ensemble members one after another, in parallel processes (joblib), or on a Dask cluster."""
 
 import contextlib
+import logging
 import os
 import time
 
+from . import runs
 
-def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, log=print,
-                deadline=None):
+log = logging.getLogger(__name__)
+
+
+def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, deadline=None):
     """Train the members in `todo`; each writes its own folder, so they are independent.
 
     With a `deadline` (the run's budget) a member still to start when it has passed is left for a rerun,
     unless no member has finished yet: a run always ends with a submission.
     """
-    from .train import member_dir
-
     arrays = (
         inputs.pixels[train_index],
         inputs.labels[train_index],
@@ -27,10 +29,10 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
         rows = len(train_index)
         for position, index in enumerate(todo):
             if deadline is not None and time.time() >= deadline and (position or len(todo) < cfg.members):
-                log(f"budget spent: members {todo[position:]} not trained (rerun the command to train them)")
+                log.info(f"budget spent: members {todo[position:]} not trained (rerun the command to train them)")
                 return
             after = (len(todo) - position - 1) * rows * cfg.epochs
-            train_member(cfg, index, *arrays, member_dir(run_dir, index), log=log, images_after=after,
+            train_member(cfg, index, *arrays, runs.member_dir(run_dir, index), images_after=after,
                          deadline=deadline)
         return
     import joblib
@@ -38,17 +40,19 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
     threads = max(1, (os.cpu_count() or 1) // max(1, jobs)) if not cluster else 0
     with _backend(cluster):
         joblib.Parallel(n_jobs=jobs if not cluster else len(todo))(
-            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(member_dir(run_dir, index)), threads, deadline)
+            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(runs.member_dir(run_dir, index)), threads,
+                                             deadline)
             for index in todo
         )
 
 
 def _train_in_worker(cfg, index, arrays, member_dir, threads, deadline):
     """Entry point in a worker process: import TensorFlow there, not in the parent."""
+    from . import logs
     from .member import train_member
 
-    return train_member(cfg, index, *arrays, member_dir, threads=threads, log=lambda m: print(m, flush=True),
-                        deadline=deadline)
+    logs.to_stdout()
+    return train_member(cfg, index, *arrays, member_dir, threads=threads, deadline=deadline)
 
 
 @contextlib.contextmanager

@@ -1,16 +1,17 @@
 """Average saved member probabilities into the ensemble, write the submission and the run's metrics."""
 
 import json
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic, manifest, submission
+from . import atomic, manifest, runs, submission
 from .config import Paths
 from .errors import InputError
 
-METRICS_FILE = "metrics.json"
+log = logging.getLogger(__name__)
 
 
 def average(probabilities: list[np.ndarray]) -> np.ndarray:
@@ -20,45 +21,37 @@ def average(probabilities: list[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack(probabilities), axis=0, dtype=np.float64).astype(np.float32)
 
 
-def finished_members(run_dir: Path) -> list[int]:
-    """Indices of members whose training finished (their probabilities are saved)."""
-    return sorted(int(p.parent.name[1:]) for p in Path(run_dir).glob("members/m*/done.json"))
-
-
 def load_member(run_dir: Path, index: int) -> tuple[dict, np.ndarray, np.ndarray]:
-    folder = Path(run_dir) / "members" / f"m{index:02d}"
-    if not (folder / "done.json").is_file():
+    folder = runs.member_dir(run_dir, index)
+    if not (folder / runs.DONE_FILE).is_file():
         raise InputError(f"{run_dir}: member {index} has not finished training")
-    info = json.loads((folder / "done.json").read_text())
-    return info, np.load(folder / "holdout_probs.npy"), np.load(folder / "test_probs.npy")
+    info = json.loads((folder / runs.DONE_FILE).read_text())
+    return info, np.load(folder / runs.HOLDOUT_PROBS_FILE), np.load(folder / runs.TEST_PROBS_FILE)
 
 
-def finish(run_dir: Path, paths: Paths, members: list[int] | None = None, log=print) -> dict:
+def finish(run_dir: Path, paths: Paths, members: list[int] | None = None) -> dict:
     """Ensemble `members` (default: all finished), write the submission and metrics; return the metrics."""
     run_dir = Path(run_dir)
-    if not (run_dir / "holdout.npz").is_file():
-        raise InputError(f"{run_dir}: not a run folder (no holdout.npz)")
-    available = finished_members(run_dir)
+    if not (run_dir / runs.HOLDOUT_FILE).is_file():
+        raise InputError(f"{run_dir}: not a run folder (no {runs.HOLDOUT_FILE})")
+    available = runs.finished_members(run_dir)
     chosen = available if members is None else list(members)
     missing = sorted(set(chosen) - set(available))
     if missing or not chosen:
         raise InputError(f"{run_dir}: members {missing or chosen} not finished (finished: {available})")
-    holdout_labels = np.load(run_dir / "holdout.npz")["labels"]
+    holdout_labels = np.load(run_dir / runs.HOLDOUT_FILE)["labels"]
     infos, holdout_probs, test_probs = zip(*(load_member(run_dir, i) for i in chosen), strict=False)
     ensemble_holdout, ensemble_test = average(list(holdout_probs)), average(list(test_probs))
     full = members is None or chosen == available
     tag = "" if full else "-m" + "_".join(str(i) for i in chosen)
-    for name, array in ((f"ensemble_holdout_probs{tag}.npy", ensemble_holdout),
-                        (f"ensemble_test_probs{tag}.npy", ensemble_test)):
-        with atomic.atomic_path(run_dir / name) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, array)
+    atomic.save_npy(runs.ensemble_probs_file(run_dir, "holdout", tag), ensemble_holdout)
+    atomic.save_npy(runs.ensemble_probs_file(run_dir, "test", tag), ensemble_test)
     submission_path = submission.write(paths.submissions_dir / f"{run_dir.name}{tag}.csv", ensemble_test.argmax(1))
     metrics = _metrics(run_dir, list(infos), holdout_labels, list(holdout_probs), ensemble_holdout)
     metrics["submission"] = str(submission_path)
     metrics["test_rows"] = int(len(ensemble_test))
-    atomic.write_text(run_dir / f"metrics{tag}.json" if tag else run_dir / METRICS_FILE, json.dumps(metrics, indent=2))
-    log(f"ensemble of {len(chosen)} member(s): holdout accuracy {metrics['ensemble']['holdout_accuracy']:.4f}")
+    atomic.write_text(runs.metrics_file(run_dir, tag), json.dumps(metrics, indent=2))
+    log.info(f"ensemble of {len(chosen)} member(s): holdout accuracy {metrics['ensemble']['holdout_accuracy']:.4f}")
     return metrics
 
 

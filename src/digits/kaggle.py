@@ -1,6 +1,7 @@
 """Kaggle through its official `kaggle` CLI (run as a subprocess): credentials, download, submit, list submissions."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import data, submission
+from . import data, runs, submission
 from .config import COMPETITION, Paths
 from .errors import InputError, KaggleError
+
+log = logging.getLogger(__name__)
 
 RULES_URL = f"https://www.kaggle.com/competitions/{COMPETITION}/rules"
 TOKEN_URL = "https://www.kaggle.com/settings"
@@ -236,32 +239,32 @@ def _validate(folder: Path, cache_dir: Path) -> tuple[int, int]:
     return len(labels), len(test)
 
 
-def _already_there(data_dir: Path, cache_dir: Path, log) -> bool:
+def _already_there(data_dir: Path, cache_dir: Path) -> bool:
     try:
         train_rows, test_rows = _validate(data_dir, cache_dir)
     except InputError as err:
         if any((data_dir / name).exists() for name in (*DATA_FILES, data.COMPETITION_ZIP)):
-            log(f"the data in {data_dir} is not usable ({err}); downloading it again")
+            log.info(f"the data in {data_dir} is not usable ({err}); downloading it again")
         return False
     if (data_dir / "answers.csv").exists():
-        log(f"{data_dir} holds the offline MNIST files of `make demo` (answers.csv); replacing them with Kaggle's")
+        log.info(f"{data_dir} holds the offline MNIST files of `make demo` (answers.csv); replacing them with Kaggle's")
         return False
-    log(f"{data_dir}: train.csv ({train_rows} rows) and test.csv ({test_rows} rows) are already there and valid; "
-        "nothing to do (FORCE=1, or --force, downloads Kaggle's again)")
+    log.info(f"{data_dir}: train.csv ({train_rows} rows) and test.csv ({test_rows} rows) are already there and valid; "
+             "nothing to do (FORCE=1, or --force, downloads Kaggle's again)")
     return True
 
 
-def download(data_dir, force: bool = False, log=print) -> Path:
+def download(data_dir, force: bool = False) -> Path:
     """Fetch the competition data into `data_dir`: download and unzip beside it, check, then rename into place."""
     data_dir = Path(data_dir)
     cache_dir = Paths(data_dir=data_dir).cache_dir
-    if not force and _already_there(data_dir, cache_dir, log):
+    if not force and _already_there(data_dir, cache_dir):
         return data_dir
     require_credentials()
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=data_dir))
     try:
-        log(f"downloading the {COMPETITION} data from Kaggle ...")
+        log.info(f"downloading the {COMPETITION} data from Kaggle ...")
         run_kaggle("competitions", "download", COMPETITION, "-p", str(staging),
                    what=f"kaggle competitions download {COMPETITION}")
         names = _unpack(staging)
@@ -276,8 +279,8 @@ def download(data_dir, force: bool = False, log=print) -> Path:
     answers = data_dir / "answers.csv"
     if answers.exists():
         answers.unlink()
-        log(f"removed {answers}: it held the answers to the offline test.csv it replaced")
-    log(f"{data_dir}: train.csv ({train_rows} rows) and test.csv ({test_rows} rows) from Kaggle, checked")
+        log.info(f"removed {answers}: it held the answers to the offline test.csv it replaced")
+    log.info(f"{data_dir}: train.csv ({train_rows} rows) and test.csv ({test_rows} rows) from Kaggle, checked")
     return data_dir
 
 
@@ -309,10 +312,10 @@ def _test_rows(paths: Paths) -> int:
 def default_message(path: Path, paths: Paths) -> str:
     """'<run-id>: holdout accuracy 0.9912' from the run's metrics, else the file name."""
     stem = Path(path).stem
-    candidates = [paths.models_dir / stem / "metrics.json"]
+    candidates = [runs.metrics_file(paths.models_dir / stem)]
     subset = re.fullmatch(r"(.+)(-m\d+(?:_\d+)*)", stem)  # `make ensemble MEMBERS=...` writes <run>-m0_2.csv
     if subset:
-        candidates.append(paths.models_dir / subset[1] / f"metrics{subset[2]}.json")
+        candidates.append(runs.metrics_file(paths.models_dir / subset[1], subset[2]))
     for candidate in candidates:
         metrics = _read_json(candidate)
         accuracy = metrics.get("ensemble", {}).get("holdout_accuracy")
@@ -321,23 +324,21 @@ def default_message(path: Path, paths: Paths) -> str:
     return stem
 
 
-def submit(paths: Paths, file=None, message: str | None = None, log=print) -> None:
+def submit(paths: Paths, file=None, message: str | None = None) -> None:
     """Check a submission against test.csv, then send it with `kaggle competitions submit`."""
-    from .cli import latest_submission
-
-    path = Path(file) if file else latest_submission(paths)
+    path = Path(file) if file else runs.latest_submission(paths.submissions_dir)
     labels = submission.read(path, expected_rows=_test_rows(paths))
     message = message or default_message(path, paths)
     require_credentials()
-    log(f"submitting {path} ({len(labels)} rows) to {COMPETITION} with message {message!r}")
+    log.info(f"submitting {path} ({len(labels)} rows) to {COMPETITION} with message {message!r}")
     out = run_kaggle("competitions", "submit", COMPETITION, "-f", str(path), "-m", message,
                      what=f"kaggle competitions submit {COMPETITION}")
-    log(out.strip())
-    log("scores appear in a minute or two: `make submissions`")
+    log.info(out.strip())
+    log.info("scores appear in a minute or two: `make submissions`")
 
 
-def list_submissions(log=print) -> None:
+def list_submissions() -> None:
     """Print your recent submissions and their scores."""
     require_credentials()
-    log(run_kaggle("competitions", "submissions", COMPETITION,
+    log.info(run_kaggle("competitions", "submissions", COMPETITION,
                    what=f"kaggle competitions submissions {COMPETITION}").rstrip())

@@ -1,19 +1,21 @@
 """The Kaggle kernel: one generated script with the package inside, pushed, polled and fetched with the kaggle CLI."""
 
 import json
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 
-from . import atomic, submission
+from . import atomic, runs, submission
 from .config import COMPETITION, KAGGLE_WORKING, Paths, config_path, load_config
 from .errors import InputError, KaggleError
 
+log = logging.getLogger(__name__)
 SCRIPT_FILE = "digits_kernel.py"
 METADATA_FILE = "kernel-metadata.json"
 EMBED_ROOT = "/digits-kernel-embedded/src/digits"  # the embedded modules' __file__ prefix; nothing is read there
-OUTPUT_PATTERN = r"(^|/)(submission\.csv|metrics\.json)$"  # what `kernel output` fetches (not the models)
+OUTPUT_PATTERN = rf"(^|/)(submission\.csv|{re.escape(runs.METRICS_FILE)})$"  # what `kernel output` fetches, not models
 # Kaggle's accelerators for `machine_shape` (kaggle CLI 2.2.4 / kagglesdk; its TPU, Tpu1VmV38, is not used here).
 MACHINE_SHAPES = {"t4": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100"}
 NO_GPU = ("none", "cpu")
@@ -70,12 +72,12 @@ if code:
 '''
 
 
-def publish_on_kaggle(metrics: dict, working_root=None, log=print) -> Path:
+def publish_on_kaggle(metrics: dict, working_root=None) -> Path:
     """Copy the run's submission to <working>/submission.csv, the file Kaggle's "Submit" button takes."""
     working = Path(working_root or os.environ.get("DIGITS_KAGGLE_WORKING") or KAGGLE_WORKING)
     target = working / "submission.csv"
     atomic.write_bytes(target, Path(metrics["submission"]).read_bytes())
-    log(f"wrote {target}")
+    log.info(f"wrote {target}")
     return target
 
 
@@ -157,7 +159,7 @@ def metadata(owner: str, config_name: str, shape: str | None) -> dict:
     return meta
 
 
-def build(config: str, out_dir, owner: str | None = None, gpu: str | None = None, log=print) -> Path:
+def build(config: str, out_dir, owner: str | None = None, gpu: str | None = None) -> Path:
     """Write <out_dir>/digits_kernel.py and kernel-metadata.json for `config`, on the accelerator `gpu`."""
     from . import kaggle
 
@@ -172,8 +174,8 @@ def build(config: str, out_dir, owner: str | None = None, gpu: str | None = None
     meta = metadata(owner, name, shape)
     atomic.write_text(out_dir / SCRIPT_FILE, render_script(name, package_sources(), configs))
     atomic.write_text(out_dir / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
-    log(f"wrote {out_dir / SCRIPT_FILE} and {METADATA_FILE} (kernel {meta['id']}, config {name}, "
-        f"accelerator {shape or 'none'}); next: make kernel-push")
+    log.info(f"wrote {out_dir / SCRIPT_FILE} and {METADATA_FILE} (kernel {meta['id']}, config {name}, "
+             f"accelerator {shape or 'none'}); next: make kernel-push")
     return out_dir / SCRIPT_FILE
 
 
@@ -189,21 +191,22 @@ def _forbidden_hint(meta: dict) -> str:
             "(after switching accounts, rebuild with `make kernel`).")
 
 
-def push(out_dir, log=print) -> None:
+def push(out_dir) -> None:
     """Upload the kernel and start a run on Kaggle."""
     from . import kaggle
 
     meta = read_metadata(out_dir)
     found = kaggle.require_credentials()
     if found.username and meta["id"].split("/")[0] != found.username:
-        log(f"warning: kernel id {meta['id']} is not under your account {found.username}; rebuild with make kernel")
+        log.warning(f"warning: kernel id {meta['id']} is not under your account {found.username}; "
+                    "rebuild with make kernel")
     out = kaggle.run_kaggle("kernels", "push", "-p", str(out_dir), what="kaggle kernels push",
                             forbidden_hint=_forbidden_hint(meta))
-    log(out.strip())
-    log("follow it with `make kernel-status`; when it says KernelWorkerStatus.COMPLETE, `make kernel-output`")
+    log.info(out.strip())
+    log.info("follow it with `make kernel-status`; when it says KernelWorkerStatus.COMPLETE, `make kernel-output`")
 
 
-def status(out_dir, log=print) -> str:
+def status(out_dir) -> str:
     """Print the state of the kernel's latest run; return QUEUED, RUNNING or COMPLETE, raise if it failed."""
     from . import kaggle
 
@@ -217,11 +220,11 @@ def status(out_dir, log=print) -> str:
     if found[1] in FAILED_STATES:
         raise KaggleError(f"kernel {meta['id']}: the run ended with {found[1]}:\n{out}\nRead its log on the "
                           "kernel's page, or with `make kernel-output` (saved in build/kernel-output/).")
-    log(out)
+    log.info(out)
     return found[1]
 
 
-def fetch_output(out_dir, paths: Paths, log=print) -> Path:
+def fetch_output(out_dir, paths: Paths) -> Path:
     """Download the kernel's submission.csv (and its run's metrics) into submissions/, ready for `make submit`."""
     from . import kaggle
 
@@ -239,18 +242,20 @@ def fetch_output(out_dir, paths: Paths, log=print) -> Path:
                           "must say KernelWorkerStatus.COMPLETE; whatever came back (the log, if any) is in "
                           f"{download_dir}")
     labels = submission.read(found)
-    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(download_dir.glob("**/metrics.json"))]
-    runs = sorted((m for m in runs if m.get("run_id")), key=lambda m: str(m.get("timings", {}).get("written")))
-    name = f"kaggle-{runs[-1]['run_id']}" if runs else f"kaggle-{meta['id'].split('/')[-1]}"
+    found_metrics = [json.loads(p.read_text(encoding="utf-8"))
+                     for p in sorted(download_dir.glob(f"**/{runs.METRICS_FILE}"))]
+    kernel_runs = sorted((m for m in found_metrics if m.get("run_id")),
+                         key=lambda m: str(m.get("timings", {}).get("written")))
+    name = f"kaggle-{kernel_runs[-1]['run_id']}" if kernel_runs else f"kaggle-{meta['id'].split('/')[-1]}"
     target = paths.submissions_dir / f"{name}.csv"
     atomic.write_bytes(target, found.read_bytes())
     accuracy = ""
-    if runs:
-        metrics = {**runs[-1], "submission": str(target), "kernel": meta["id"]}
-        atomic.write_text(paths.models_dir / name / "metrics.json", json.dumps(metrics, indent=2))
+    if kernel_runs:
+        metrics = {**kernel_runs[-1], "submission": str(target), "kernel": meta["id"]}
+        atomic.write_text(runs.metrics_file(paths.models_dir / name), json.dumps(metrics, indent=2))
         value = metrics.get("ensemble", {}).get("holdout_accuracy")
         accuracy = f", holdout accuracy {value:.4f}" if isinstance(value, (int, float)) else ""
-    log(f"wrote {target} ({len(labels)} rows{accuracy}) from kernel {meta['id']}; send it with `make submit`")
+    log.info(f"wrote {target} ({len(labels)} rows{accuracy}) from kernel {meta['id']}; send it with `make submit`")
     return target
 
 

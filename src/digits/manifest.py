@@ -7,10 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import atomic
+from . import atomic, runs
 from .config import PROJECT_ROOT, TrainConfig, describe_schedule
-
-MANIFEST_FILE = "manifest.json"
 
 
 def _git(*args) -> str:
@@ -75,16 +73,16 @@ def start(run_dir: Path, cfg: TrainConfig, inputs_sha256: dict, started: float, 
         "finished": None,
         "host": host_info(),
     }
-    atomic.write_text(Path(run_dir) / MANIFEST_FILE, json.dumps(manifest, indent=2))
+    atomic.write_text(Path(run_dir) / runs.MANIFEST_FILE, json.dumps(manifest, indent=2))
 
 
 def finish(run_dir: Path):
     """Stamp the manifest with the time training finished."""
     manifest = read(run_dir)
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    atomic.write_text(Path(run_dir) / MANIFEST_FILE, json.dumps(manifest, indent=2))
+    atomic.write_text(Path(run_dir) / runs.MANIFEST_FILE, json.dumps(manifest, indent=2))
 
 
 def read(run_dir: Path) -> dict:
-    path = Path(run_dir) / MANIFEST_FILE
+    path = Path(run_dir) / runs.MANIFEST_FILE
     return json.loads(path.read_text()) if path.is_file() else {}

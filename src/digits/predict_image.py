@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, data, ensemble
+from . import atomic, data, ensemble, runs
 from .errors import InputError
 
 BOX = 20  # MNIST scaled each digit's longer side to 20 px ...
@@ -92,25 +92,18 @@ def _centre_of_mass_in_28(box: np.ndarray) -> np.ndarray:
     return np.rint(field * 255.0).astype(np.uint8)
 
 
-def _run_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise InputError(f"{run_dir}: not a run folder (no config.json)")
-    return json.loads(path.read_text())
-
-
 def load_models(run_dir: Path) -> list:
-    """Every finished member's best model (members/mNN/model.keras) of the run."""
+    """The best model of every finished member of the run."""
     from .models import load_model
 
-    run_dir = Path(run_dir)
-    _run_config(run_dir)
-    indices = ensemble.finished_members(run_dir)
+    runs.read_config(run_dir)
+    indices = runs.finished_members(run_dir)
     if not indices:
-        raise InputError(f"{run_dir}: no finished members (members/mNN/done.json); train the run first")
+        raise InputError(f"{run_dir}: no finished members ({runs.MEMBERS_DIR}/mNN/{runs.DONE_FILE}); "
+                         "train the run first")
     models = []
     for index in indices:
-        path = run_dir / "members" / f"m{index:02d}" / "model.keras"
+        path = runs.member_dir(run_dir, index) / runs.MODEL_FILE
         if not path.is_file():
             raise InputError(f"{path}: file not found (member {index} is marked done)")
         models.append(load_model(path))
@@ -127,7 +120,7 @@ def ensemble_probs(models: list, pixels: np.ndarray, tta: bool = False) -> np.nd
 
 def predict_files(images: list, run_dir: Path, save_dir=None) -> list[dict]:
     """Preprocess each image file, predict with the run's ensemble; one result dict per image."""
-    run_config = _run_config(Path(run_dir))
+    run_config = runs.read_config(run_dir)
     pixels = np.stack([preprocess_image(load_image(path), str(path)) for path in images])
     saved = _save_preprocessed(images, pixels, Path(save_dir)) if save_dir else [None] * len(images)
     probs = ensemble_probs(load_models(run_dir), pixels.reshape(len(images), -1), run_config.get("tta", False))

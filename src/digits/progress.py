@@ -1,5 +1,6 @@
 """Live training progress: a tqdm bar per epoch on a terminal, one plain line per epoch elsewhere (CI, pipes)."""
 
+import logging
 import sys
 import time
 
@@ -7,6 +8,8 @@ from .quiet import import_tensorflow
 
 import_tensorflow()
 import keras  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 def clock(seconds: float) -> str:
@@ -23,11 +26,10 @@ class Progress(keras.callbacks.Callback):
     `images_after` (the members still to come), divided by images/s so far.
     """
 
-    def __init__(self, label: str, rows: int, batch_size: int, epochs: int, images_after: int, log=print,
-                 terminal=None):
+    def __init__(self, label: str, rows: int, batch_size: int, epochs: int, images_after: int, terminal=None):
         super().__init__()
         self.label, self.rows, self.batch_size, self.epochs = label, rows, batch_size, epochs
-        self.images_after, self.log = images_after, log
+        self.images_after = images_after
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.bar = None
         self.trained, self.seconds = 0, 0.0
@@ -63,7 +65,7 @@ class Progress(keras.callbacks.Callback):
         self.trained += self.rows
         self.seconds += elapsed
         logs = logs or {}
-        self.log(f"{self.label} epoch {epoch + 1}/{self.epochs}: {elapsed:.1f} s, {self.rows / elapsed:,.0f} img/s, "
+        log.info(f"{self.label} epoch {epoch + 1}/{self.epochs}: {elapsed:.1f} s, {self.rows / elapsed:,.0f} img/s, "
                  f"loss {logs.get('loss', 0):.4f}, holdout acc {logs.get('val_accuracy', 0):.4f}, "
                  f"lr {self.rate:.2e}, run ETA {clock(eta)}")
 

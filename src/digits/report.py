@@ -7,12 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, ensemble
+from . import atomic, runs
 from .errors import InputError
 
-FIGURES_DIR = "figures"
-REPORT_FILE = "report.html"
-SAMPLES_FILE = "train_samples.npz"
 SAMPLES_PER_CLASS = 10
 WORST_MISTAKES = 24
 
@@ -21,9 +18,8 @@ def save_train_samples(run_dir: Path, pixels: np.ndarray, labels: np.ndarray, se
     """Keep a few random training images per digit and the class counts: the report's view of the data."""
     rng = np.random.default_rng(seed)
     chosen = np.concatenate([rng.permutation(np.flatnonzero(labels == d))[:SAMPLES_PER_CLASS] for d in range(10)])
-    with atomic.atomic_path(Path(run_dir) / SAMPLES_FILE) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, pixels=pixels[chosen], labels=labels[chosen], counts=np.bincount(labels, minlength=10))
+    atomic.save_npz(Path(run_dir) / runs.SAMPLES_FILE, pixels=pixels[chosen], labels=labels[chosen],
+                    counts=np.bincount(labels, minlength=10))
 
 
 def build(run_dir: Path) -> Path:
@@ -33,11 +29,11 @@ def build(run_dir: Path) -> Path:
     for name, caption, draw in _figures(run):
         fig = _new_figure()
         draw(fig, run)
-        path = run["dir"] / FIGURES_DIR / name
+        path = run["dir"] / runs.FIGURES_DIR / name
         with atomic.atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
         written.append((name, caption, path))
-    target = run["dir"] / REPORT_FILE
+    target = run["dir"] / runs.REPORT_FILE
     atomic.write_text(target, _html(run, written))
     return target
 
@@ -45,7 +41,7 @@ def build(run_dir: Path) -> Path:
 def outputs(run_dir: Path) -> list[Path]:
     """The files `build` writes for this run: report.html and every figure."""
     run = load_run(run_dir)
-    return [run["dir"] / REPORT_FILE, *[run["dir"] / FIGURES_DIR / name for name, _, _ in _figures(run)]]
+    return [run["dir"] / runs.REPORT_FILE, *[run["dir"] / runs.FIGURES_DIR / name for name, _, _ in _figures(run)]]
 
 
 def _figures(run) -> list[tuple]:
@@ -70,30 +66,31 @@ def _need(path: Path, hint: str) -> Path:
 def load_run(run_dir: Path) -> dict:
     """Everything the report draws, read from the run folder's saved files (nothing is retrained)."""
     run_dir = Path(run_dir)
-    _need(run_dir / "config.json", "not a run folder")
+    config = runs.read_config(run_dir)
     unfinished = "the run has not finished; finish it with `digits train --resume RUN`"
-    metrics = json.loads(_need(run_dir / ensemble.METRICS_FILE, unfinished).read_text())
-    holdout = np.load(_need(run_dir / "holdout.npz", "not a run folder"))
-    probs = np.load(_need(run_dir / "ensemble_holdout_probs.npy", unfinished))
+    metrics = json.loads(_need(run_dir / runs.METRICS_FILE, unfinished).read_text())
+    holdout = np.load(_need(run_dir / runs.HOLDOUT_FILE, "not a run folder"))
+    probs_file = _need(runs.ensemble_probs_file(run_dir, "holdout"), unfinished)
+    probs = np.load(probs_file)
     labels = holdout["labels"].astype(np.int64)
     if len(probs) != len(labels):
-        raise InputError(f"{run_dir}: ensemble_holdout_probs.npy has {len(probs)} rows, holdout.npz {len(labels)}")
+        raise InputError(f"{run_dir}: {probs_file.name} has {len(probs)} rows, {runs.HOLDOUT_FILE} {len(labels)}")
     members = []
     for info in metrics["members"]:
-        state_file = run_dir / "members" / f"m{info['index']:02d}" / "state.json"
+        state_file = runs.member_dir(run_dir, info["index"]) / runs.STATE_FILE
         history = json.loads(state_file.read_text())["history"] if state_file.is_file() else []
         members.append({**info, "history": history})
-    samples_file = run_dir / SAMPLES_FILE
+    samples_file = run_dir / runs.SAMPLES_FILE
     samples = dict(np.load(samples_file)) if samples_file.is_file() else None
-    return {"dir": run_dir, "metrics": metrics, "config": json.loads((run_dir / "config.json").read_text()),
-            "labels": labels, "pixels": holdout["pixels"], "probs": probs, "members": members, "samples": samples}
+    return {"dir": run_dir, "metrics": metrics, "config": config, "labels": labels, "pixels": holdout["pixels"],
+            "probs": probs, "members": members, "samples": samples}
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """Counts (10, 10): row = true digit, column = predicted digit."""
-    matrix = np.zeros((10, 10), np.int64)
-    np.add.at(matrix, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
-    return matrix
+    """Counts (10, 10): row = true digit, column = predicted digit (every digit, even one never seen)."""
+    import sklearn.metrics
+
+    return sklearn.metrics.confusion_matrix(labels, predicted, labels=np.arange(10))
 
 
 def _new_figure():
@@ -267,9 +264,9 @@ def _html(run, figures) -> str:
     blocks = []
     for name, caption, path in figures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        blocks.append(f'<figure><a href="{FIGURES_DIR}/{name}"><img src="data:image/png;base64,{data}" '
+        blocks.append(f'<figure><a href="{runs.FIGURES_DIR}/{name}"><img src="data:image/png;base64,{data}" '
                       f'alt="{html.escape(caption)}"></a><figcaption>{html.escape(caption)} '
-                      f"({FIGURES_DIR}/{name})</figcaption></figure>")
+                      f"({runs.FIGURES_DIR}/{name})</figcaption></figure>")
     title = html.escape(f"Run {metrics['run_id']}")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}"
              "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}img{max-width:100%}"

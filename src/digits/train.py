@@ -3,6 +3,7 @@
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import time
@@ -11,14 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, data, ensemble, manifest, report
-from .budget import FINISH_SECONDS
+from . import atomic, budget, data, dispatch, ensemble, manifest, report, runs
 from .config import Paths, TrainConfig, apply_overrides, budget_seconds, describe_schedule
 from .errors import DigitsError, InputError
 
-CONFIG_FILE = "config.json"
-HOLDOUT_FILE = "holdout.npz"
-LOCK_FILE = "train.lock"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,7 +43,7 @@ def run_id_for(cfg: TrainConfig, inputs: Inputs) -> str:
     return f"{cfg.name}-{data.sha256_bytes(key.encode())[:8]}"
 
 
-def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs=1, cluster=None, log=print) -> dict:
+def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs=1, cluster=None) -> dict:
     """Train every member not yet finished, then ensemble; return the run's metrics."""
     started = time.time()
     inputs = load_inputs(paths, cfg.max_train_rows)
@@ -53,38 +51,35 @@ def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs=1, c
     run_id = run_id or run_id_for(cfg, inputs)
     run_dir = paths.models_dir / run_id
     with run_lock(run_dir):
-        return _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster, log)
+        return _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster)
 
 
-def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster, log) -> dict:
+def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster) -> dict:
     """The body of `train`, run while this process holds the run's lock."""
     if force:
         _clear_run_dir(run_dir)
-    if (run_dir / ensemble.METRICS_FILE).is_file():
-        return _finish_trained(run_id, run_dir, paths, log)
+    if (run_dir / runs.METRICS_FILE).is_file():
+        return _finish_trained(run_id, run_dir, paths)
     plan = None
-    if (run_dir / CONFIG_FILE).is_file():
+    if (run_dir / runs.CONFIG_FILE).is_file():
         cfg = saved_config(run_dir)  # a rerun keeps the plan (members, epochs) the run started with
     elif cfg.budget:
-        from . import budget
-
-        cfg, plan = budget.fit_to_budget(cfg, inputs.pixels, inputs.labels, len(inputs.test_pixels), started, log)
+        cfg, plan = budget.fit_to_budget(cfg, inputs.pixels, inputs.labels, len(inputs.test_pixels), started)
     _prepare_run_dir(run_dir, cfg, inputs, started, plan)
-    log(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {cfg.epochs} epochs, "
-        f"{len(inputs.labels)} rows, schedule {describe_schedule(cfg)}")
-    holdout = np.load(run_dir / HOLDOUT_FILE)
-    todo = [i for i in range(cfg.members) if not (member_dir(run_dir, i) / "done.json").is_file()]
-    from .dispatch import run_members
-
+    log.info(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {cfg.epochs} epochs, "
+             f"{len(inputs.labels)} rows, schedule {describe_schedule(cfg)}")
+    holdout = np.load(run_dir / runs.HOLDOUT_FILE)
+    finished = runs.finished_members(run_dir)
+    todo = [i for i in range(cfg.members) if i not in finished]
     deadline = None
     if budget_seconds(cfg.budget):
         reserve = (plan["member_seconds"] - plan["epochs"] * plan["epoch_seconds"]) if plan else 0.0
-        deadline = started + budget_seconds(cfg.budget) - FINISH_SECONDS - reserve
-    run_members(cfg, inputs, holdout["train_index"], holdout["holdout_index"], run_dir, todo, jobs, cluster, log,
-                deadline=deadline)
+        deadline = started + budget_seconds(cfg.budget) - budget.FINISH_SECONDS - reserve
+    dispatch.run_members(cfg, inputs, holdout["train_index"], holdout["holdout_index"], run_dir, todo, jobs, cluster,
+                         deadline=deadline)
     manifest.finish(run_dir)
-    metrics = ensemble.finish(run_dir, paths, log=log)
-    log(f"report: {report.build(run_dir)}")
+    metrics = ensemble.finish(run_dir, paths)
+    log.info(f"report: {report.build(run_dir)}")
     return metrics
 
 
@@ -95,15 +90,7 @@ def resume(run_dir: Path, paths: Paths, **kwargs) -> dict:
 
 def saved_config(run_dir: Path) -> TrainConfig:
     """The config a run folder was started with (after any budget plan)."""
-    config_file = Path(run_dir) / CONFIG_FILE
-    if not config_file.is_file():
-        raise InputError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
-    return apply_overrides(TrainConfig(), json.loads(config_file.read_text()), str(config_file))
-
-
-
-def member_dir(run_dir: Path, index: int) -> Path:
-    return Path(run_dir) / "members" / f"m{index:02d}"
+    return apply_overrides(TrainConfig(), runs.read_config(run_dir), str(Path(run_dir) / runs.CONFIG_FILE))
 
 
 def _check_learnable(cfg: TrainConfig, paths: Paths, inputs: Inputs):
@@ -121,7 +108,7 @@ def run_lock(run_dir: Path):
     The kernel drops the lock when its holder exits, even by kill -9, so a lock left behind never blocks.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock_file = run_dir / LOCK_FILE
+    lock_file = run_dir / runs.LOCK_FILE
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)  # not inherited by worker processes (O_CLOEXEC)
     try:
         try:
@@ -140,7 +127,7 @@ def run_lock(run_dir: Path):
 def _clear_run_dir(run_dir: Path):
     """Delete everything in the run folder but the lock this process holds (--force starts the run over)."""
     for path in run_dir.iterdir():
-        if path.name == LOCK_FILE:
+        if path.name == runs.LOCK_FILE:
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -148,17 +135,17 @@ def _clear_run_dir(run_dir: Path):
             path.unlink()
 
 
-def _finish_trained(run_id: str, run_dir: Path, paths: Paths, log) -> dict:
+def _finish_trained(run_id: str, run_dir: Path, paths: Paths) -> dict:
     """A run whose members all finished: ensemble again, and rebuild whatever it promises and lacks (no training)."""
     missing = _missing_outputs(run_dir, paths)
     if missing:
         names = ", ".join(str(p.relative_to(run_dir) if p.is_relative_to(run_dir) else p) for p in missing)
-        log(f"run {run_id}: every member is trained; rebuilding what is missing: {names}")
+        log.info(f"run {run_id}: every member is trained; rebuilding what is missing: {names}")
     else:
-        log(f"run {run_id} already finished (use --force to train it again)")
-    metrics = ensemble.finish(run_dir, paths, log=log)
+        log.info(f"run {run_id} already finished (use --force to train it again)")
+    metrics = ensemble.finish(run_dir, paths)
     if missing:
-        log(f"report: {report.build(run_dir)}")
+        log.info(f"report: {report.build(run_dir)}")
     return metrics
 
 
@@ -167,13 +154,13 @@ def _missing_outputs(run_dir: Path, paths: Paths) -> list[Path]:
     try:
         promised = [paths.submissions_dir / f"{run_dir.name}.csv", *report.outputs(run_dir)]
     except InputError:  # metrics.json or the ensemble's probabilities are missing
-        return [run_dir / ensemble.METRICS_FILE]
+        return [run_dir / runs.METRICS_FILE]
     return [p for p in promised if not p.is_file()]
 
 
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, inputs: Inputs, started: float, plan: dict | None):
     """Write the config, holdout split and manifest once; on resume check the data is unchanged."""
-    config_file = run_dir / CONFIG_FILE
+    config_file = run_dir / runs.CONFIG_FILE
     if config_file.is_file():
         recorded = manifest.read(run_dir).get("inputs_sha256", {})
         if recorded and recorded != inputs.sha256:
@@ -181,10 +168,8 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, inputs: Inputs, started: f
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     train_index, holdout_index = data.split_holdout(inputs.labels, cfg.holdout_fraction, cfg.seed)
-    with atomic.atomic_path(run_dir / HOLDOUT_FILE) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, train_index=train_index, holdout_index=holdout_index,
-                     labels=inputs.labels[holdout_index], pixels=inputs.pixels[holdout_index])
+    atomic.save_npz(run_dir / runs.HOLDOUT_FILE, train_index=train_index, holdout_index=holdout_index,
+                    labels=inputs.labels[holdout_index], pixels=inputs.pixels[holdout_index])
     report.save_train_samples(run_dir, inputs.pixels[train_index], inputs.labels[train_index], cfg.seed)
     manifest.start(run_dir, cfg, inputs.sha256, started, plan)
     atomic.write_text(config_file, json.dumps(cfg.to_dict(), indent=2))

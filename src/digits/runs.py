@@ -1,0 +1,73 @@
+"""The run folder (models/<run>/): every file name in it, its members, and finding a run or the newest submission."""
+
+import json
+from pathlib import Path
+
+from .errors import InputError
+
+CONFIG_FILE = "config.json"  # written last when a run starts: its presence makes a folder a run folder
+MANIFEST_FILE = "manifest.json"
+HOLDOUT_FILE = "holdout.npz"
+SAMPLES_FILE = "train_samples.npz"
+LOCK_FILE = "train.lock"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+MEMBERS_DIR = "members"
+# in each member's folder
+STATE_FILE = "state.json"
+MODEL_FILE = "model.keras"
+HOLDOUT_PROBS_FILE = "holdout_probs.npy"
+TEST_PROBS_FILE = "test_probs.npy"
+DONE_FILE = "done.json"  # written last when a member finishes
+TENSORBOARD_DIR = "tensorboard"
+
+
+def member_dir(run_dir, index: int) -> Path:
+    """The folder of member `index`: members/m00, members/m01, ..."""
+    return Path(run_dir) / MEMBERS_DIR / f"m{index:02d}"
+
+
+def finished_members(run_dir) -> list[int]:
+    """Indices of the members whose training finished (their probabilities are saved)."""
+    return sorted(int(p.parent.name[1:]) for p in Path(run_dir).glob(f"{MEMBERS_DIR}/m*/{DONE_FILE}"))
+
+
+def metrics_file(run_dir, tag: str = "") -> Path:
+    """metrics.json, or metrics<tag>.json for an ensemble of some of the members (`tag` such as '-m0_2')."""
+    return Path(run_dir) / f"metrics{tag}.json"
+
+
+def ensemble_probs_file(run_dir, split: str, tag: str = "") -> Path:
+    """The ensemble's probabilities on `split` ('holdout' or 'test'), tagged like `metrics_file`."""
+    return Path(run_dir) / f"ensemble_{split}_probs{tag}.npy"
+
+
+def read_config(run_dir) -> dict:
+    """The config a run folder was started with, as saved; InputError if it is not a run folder."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise InputError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    return json.loads(path.read_text())
+
+
+def resolve(run, models_dir) -> Path:
+    """A run given by path, by id under `models_dir`, or 'latest' (the run started last)."""
+    models_dir = Path(models_dir)
+    if run == "latest":
+        found = sorted(models_dir.glob(f"*/{CONFIG_FILE}"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise InputError(f"{models_dir}: no runs yet; train one with `make train`")
+        return found[-1].parent
+    for candidate in (Path(run), models_dir / run):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise InputError(f"run {run!r}: no such run folder (looked in {models_dir})")
+
+
+def latest_submission(submissions_dir) -> Path:
+    """The newest CSV in the submissions folder."""
+    files = sorted(Path(submissions_dir).glob("*.csv"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise InputError(f"{submissions_dir}: no submissions yet; run `make train` first")
+    return files[-1]
