@@ -69,8 +69,8 @@ test: venv ## run the tests (slow ones skipped)
 test-all: venv ## run every test, slow ones too
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-lint: venv ## ruff check src tests
-	$(BIN)/ruff check src tests
+lint: venv ## ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
 
 bench: venv ## measure accuracy and speed per CPU class, rewrite docs/BENCHMARKS.md [SMOKE=1] [ONLY=rows] [CPU=bf16|avx2]
 	$(BIN)/python -m benchmarks.bench $(if $(SMOKE),--smoke) $(if $(ONLY),--only $(ONLY)) $(if $(CPU),--cpu $(CPU)) \
