@@ -381,7 +381,9 @@ def render(stored: dict) -> tuple[str, list[str]]:
                   f"- oneDNN instruction set in use: {isa.get('isa', 'not measured')}; "
                   f"compute precision: {isa.get('precision', 'not measured')}",
                   f"- Python {host['python']}, TensorFlow {host['tensorflow']}, Keras {host['keras']}, "
-                  f"NumPy {host['numpy']}", "",
+                  f"NumPy {host['numpy']}",
+                  "- Commands: " + "; ".join(sorted({f"`{v['command']}` (commit {v['commit']}, {v['date']})"
+                                                     for k, v in data.items() if k != "host"})), "",
                   "| row | accuracy (test) | wall time (s) | vs peer | members x epochs | target | pass | measured |",
                   "|---|---|---|---|---|---|---|---|"]
         peer_seconds = None
