@@ -40,7 +40,7 @@ class Progress(keras.callbacks.Callback):
         return left / max(speed, 1e-9)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.started, self.seen = epoch, time.time(), 0
+        self.epoch, self.started = epoch, time.time()
         if self.terminal:
             from tqdm.auto import tqdm
 
