@@ -72,7 +72,7 @@ test-all: venv ## run every test, slow ones too
 lint: venv ## ruff check src tests benchmarks
 	$(BIN)/ruff check src tests benchmarks
 
-bench: venv ## measure accuracy and speed per CPU class, rewrite docs/BENCHMARKS.md [SMOKE=1] [ONLY=rows] [CPU=bf16|avx2]
+bench: venv ## measure accuracy and speed per CPU class, rewrite docs/BENCHMARKS.md [SMOKE=1] [ONLY=rows|recipes|ablation] [CPU=bf16|avx2]
 	$(BIN)/python -m benchmarks.bench $(if $(SMOKE),--smoke) $(if $(ONLY),--only $(ONLY)) $(if $(CPU),--cpu $(CPU)) \
 	    $(if $(REPEATS),--repeats $(REPEATS))
 
