@@ -290,7 +290,7 @@ def tta_accuracy(run_dir: str, data_dir: str) -> dict:
     from digits.models import load_model
 
     _, _, test_pixels, _ = data.read_inputs(data_dir)
-    images, truth = data.to_images(test_pixels), submission.read(Path(data_dir) / "answers.csv")
+    images, truth = data.to_images(test_pixels), submission.read(Paths(data_dir=Path(data_dir)).answers_csv)
     probs, seconds = {False: [], True: []}, {False: 0.0, True: 0.0}
     for path in sorted(Path(run_dir).glob(f"{runs.MEMBERS_DIR}/*/{runs.MODEL_FILE}")):
         model = load_model(path)
