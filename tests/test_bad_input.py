@@ -176,6 +176,11 @@ CASES = [
          FIELDS.format(file="{train}", row=2, n=785) + " 786"),
     Case("blank line", _edit(TRAIN, lambda lines: [*lines[:20], "", *lines[20:]]),
          FIELDS.format(file="{train}", row=21, n=785) + " an empty line"),
+    Case("blank line mid-file, blank lines at the end", _edit(TRAIN, lambda lines: [*lines[:30], "", *lines[30:],
+                                                                                    "", ""]),
+         FIELDS.format(file="{train}", row=31, n=785) + " an empty line"),
+    Case("quoted bad cell", _cell(TRAIN, 12, "pixel7", '"x"'),
+         CELL.format(train="{train}", row=12, column="pixel7", got="'x'")),
     Case("file cut off mid-row", _edit(TRAIN, lambda lines: [*lines[:-2], lines[-2][:100]]),
          "{train}, row 2001, column 'pixel"),
     # zips
@@ -242,6 +247,11 @@ def test_bad_input_is_named_and_nothing_is_written(case, small_data, good_text, 
     assert not left, f"bad input left files behind: {sorted(map(str, left))}"
 
 
+def _quote_line(line: bytes) -> bytes:
+    """A CSV line with every field in double quotes, as spreadsheet and database exports write it."""
+    return b'"' + line.replace(b",", b'","') + b'"'
+
+
 ACCEPTED = {
     "CRLF line endings": lambda raw: raw.replace(b"\n", b"\r\n"),
     "UTF-8 BOM": lambda raw: b"\xef\xbb\xbf" + raw,
@@ -249,6 +259,10 @@ ACCEPTED = {
     "no trailing newline": lambda raw: raw.rstrip(b"\n"),
     "whole numbers written 3.0": lambda raw: raw.replace(b",255,", b",255.0,").replace(b",0\n", b",0.0\n"),
     "spaces after commas": lambda raw: raw.replace(b",", b", "),
+    "quoted header": lambda raw: _quote_line(raw.split(b"\n", 1)[0]) + b"\n" + raw.split(b"\n", 1)[1],
+    "quoted header and values": lambda raw: b"\n".join(_quote_line(line) if line else line
+                                                        for line in raw.split(b"\n")),
+    "trailing blank lines": lambda raw: raw + b"\n\r\n  \n",
 }
 
 

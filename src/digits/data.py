@@ -1,5 +1,6 @@
 """Read and check the competition CSVs, turn pixels into images, split off the holdout."""
 
+import csv
 import hashlib
 import io
 import math
@@ -189,6 +190,7 @@ def _parse(name: str, raw: bytes, columns: list[str]) -> np.ndarray:
     text_start = raw[:200_000].decode("utf-8-sig", errors="replace")
     if not text_start.strip():
         raise InputError(f"{name}, row 1: expected a header row {_describe(columns)}, got an empty file")
+    raw = _without_trailing_blank_lines(raw)
     _check_header(name, _LINE_BREAK.split(text_start, maxsplit=1)[0], columns)
     try:
         frame = _read_csv(raw, dtype=np.uint8)
@@ -203,6 +205,11 @@ def _parse(name: str, raw: bytes, columns: list[str]) -> np.ndarray:
     if columns[0] == "label" and frame["label"].max() > 9:
         return _parse_slowly(name, raw, columns)
     return frame.to_numpy()
+
+
+def _without_trailing_blank_lines(raw: bytes) -> bytes:
+    """`raw` ending in one line break: blank lines after the last row are dropped, as pandas drops them."""
+    return raw.rstrip() + b"\n"
 
 
 def _read_csv(raw: bytes, dtype=None) -> pd.DataFrame:
@@ -246,7 +253,7 @@ def _parse_slowly(name: str, raw: bytes, columns: list[str]) -> np.ndarray:
         row = int(np.argmax(bad.any(axis=1)))
         where = f"{name}, row {row + 2}"
         for column, cell in zip(columns, lines[row + 1].split(","), strict=True):
-            _check_cell(where, column, cell.strip())
+            _check_cell(where, column, _unquote(cell.strip()))
         raise InputError(f"{where}: expected integers 0..255 (labels 0..9), got a value pandas reads otherwise")
     return values.astype(np.uint8)
 
@@ -256,7 +263,7 @@ def _describe(columns: list[str]) -> str:
 
 
 def _check_header(name: str, header_line: str, columns: list[str]):
-    header = [cell.strip() for cell in header_line.split(",")]
+    header = [cell.strip() for cell in next(csv.reader([header_line], skipinitialspace=True), None) or [""]]
     where = f"{name}, row 1 (header)"
     if columns[0] != "label" and header[0] == "label":
         raise InputError(f"{where}, column 1: expected {columns[0]!r}, got 'label' "
@@ -284,6 +291,11 @@ def _check_fields(where: str, line: str, columns: list[str]):
                          f"got {fields} (the row ends early)")
     if fields > len(columns):
         raise InputError(f"{where}: expected {len(columns)} fields (like the header), got {fields}")
+
+
+def _unquote(cell: str) -> str:
+    """A cell without the double quotes around it, if it has them (`"7"` is 7 to pandas)."""
+    return cell[1:-1].strip() if len(cell) >= 2 and cell[0] == cell[-1] == '"' else cell
 
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
