@@ -1,6 +1,9 @@
 """Members are independent: they train on a local Dask cluster as they do in-process."""
 
 import json
+import os
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -52,3 +55,91 @@ def test_dask_cluster_trains_every_member_to_the_in_process_bytes(small_data, tm
         np.testing.assert_array_equal(mine, theirs)
     local_csv = (local.submissions_dir / submission.split("/")[-1]).read_bytes()
     assert open(submission, "rb").read() == local_csv
+
+
+NVIDIA_SMI_L = ("GPU 0: Tesla T4 (UUID: GPU-aaaa1111-0000-0000-0000-000000000000)\n"
+                "GPU 1: Tesla T4 (UUID: GPU-bbbb2222-0000-0000-0000-000000000000)\n")
+
+
+def fake_nvidia_smi(folder, listing=NVIDIA_SMI_L):
+    """A PATH whose `nvidia-smi` answers `-L` with `listing`, as on Kaggle's "GPU T4 x2"."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncat <<'END'\n{listing}END\n")
+    script.chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
+def test_gpu_count_reads_nvidia_smi_and_honours_cuda_visible_devices(tmp_path, monkeypatch):
+    from digits import dispatch
+
+    monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert dispatch.gpu_count() == 2
+    assert [g["name"] for g in dispatch.visible_gpus()] == ["Tesla T4", "Tesla T4"]
+    assert dispatch.visible_gpus({"CUDA_VISIBLE_DEVICES": "1"}) == [
+        {"index": 1, "name": "Tesla T4", "device": "1"}]
+    assert dispatch.gpu_count({"CUDA_VISIBLE_DEVICES": "GPU-bbbb2222"}) == 1  # a shortened UUID
+    assert dispatch.gpu_count({"CUDA_VISIBLE_DEVICES": ""}) == 0
+    assert dispatch.gpu_count({"CUDA_VISIBLE_DEVICES": "-1"}) == 0
+    assert dispatch.gpu_count({"CUDA_VISIBLE_DEVICES": "0,7,1"}) == 1  # CUDA stops at the first unknown entry
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert dispatch.gpu_count() == 0  # no driver, no GPU
+    monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin2", "No devices were found\n"))
+    assert dispatch.gpu_count() == 0
+
+
+@pytest.mark.parametrize("gpus", [1, 2, 4])
+def test_n_gpus_give_n_workers_each_on_its_own_gpu(gpus, tmp_path, monkeypatch):
+    """N GPUs -> N worker slots, each pinned to a distinct GPU by CUDA_VISIBLE_DEVICES before TensorFlow loads."""
+    from digits import dispatch
+
+    listing = "".join(f"GPU {i}: Tesla T4 (UUID: GPU-{i:04d}abcd-0000)\n" for i in range(gpus))
+    monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", listing))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    slots = dispatch.placements(dispatch.gpu_count(), dispatch.visible_gpus(), cores=4)
+    devices = [slot["env"]["CUDA_VISIBLE_DEVICES"] for slot in slots]
+    assert devices == [f"GPU-{i:04d}abcd-0000" for i in range(gpus)] and len(set(devices)) == gpus
+    assert [slot["gpu"]["index"] for slot in slots] == list(range(gpus))
+    assert all(slot["threads"] == max(1, 4 // gpus) for slot in slots)
+    assert dispatch.placements(2, [], cores=4) == [{"slot": i, "threads": 2, "gpu": None, "env": {}} for i in (0, 1)]
+
+
+def _claim_in_a_process(slots_dir, slots, queue):
+    from digits import dispatch
+
+    dispatch.claim_slot(slots_dir, slots)
+    queue.put((dispatch._CLAIM["placement"]["slot"], os.environ.get("CUDA_VISIBLE_DEVICES"),
+               "tensorflow" in sys.modules))
+    time.sleep(3)  # hold the slot while the others claim theirs
+
+
+def test_each_worker_process_claims_a_distinct_slot(tmp_path):
+    """Workers started together lock distinct slot files and set their slot's GPU before TensorFlow is imported."""
+    import multiprocessing
+
+    from digits import dispatch
+
+    gpus = [{"index": i, "name": "Tesla T4", "device": f"GPU-{i}"} for i in range(3)]
+    slots = dispatch.placements(3, gpus, cores=3)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_claim_in_a_process, args=(str(tmp_path / "slots"), slots, queue))
+               for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    claims = sorted(queue.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+    assert claims == [(0, "GPU-0", False), (1, "GPU-1", False), (2, "GPU-2", False)]
+
+
+def test_jobs_workers_record_their_placement(small_data, tmp_path):
+    """`--jobs 2` on a machine without GPUs: each member's done.json says it trained on no GPU, and the log says so."""
+    paths = paths_under(tmp_path)
+    result = run_cli("train", "--config", "tiny", "--jobs", "2", *path_args(paths), "--data-dir", small_data,
+                     env={"PATH": str(tmp_path / "no-nvidia-smi") + ":" + os.environ["PATH"]}, check=True)
+    done = [json.loads(p.read_text()) for p in sorted(paths.models_dir.glob("*/members/*/done.json"))]
+    assert [d["gpu"] for d in done] == [None, None]
+    assert sorted(p.name for p in paths.models_dir.glob("*/worker-slots/*")) == ["slot-0.lock", "slot-1.lock"]
+    assert "member 1/2: worker" in result.stdout and "trains it on the CPU" in result.stdout

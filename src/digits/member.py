@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, progress, runs
+from . import atomic, dispatch, progress, runs
 from .config import TrainConfig
 from .data import to_images
 from .models import OneCycle, load_model, make_model, make_optimizer
@@ -160,16 +160,21 @@ def schedule_callbacks(cfg: TrainConfig, steps: int) -> list:
 
 
 def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, holdout_labels, test_pixels,
-                 member_dir, threads: int = 0, images_after: int = 0, deadline: float | None = None) -> dict:
+                 member_dir, threads: int = 0, images_after: int = 0, deadline: float | None = None,
+                 gpu: dict | None = None) -> dict:
     """Train member `index` into `member_dir`, continuing from its last finished epoch if any.
 
     `images_after` (images the members after this one will train on) feeds the run's ETA; past `deadline`
-    (a time.time()) no further epoch starts, and the best epoch so far is kept.
+    (a time.time()) no further epoch starts, and the best epoch so far is kept. `gpu` (dispatch.visible_gpus's
+    entry this process was given) is recorded in done.json, or null if TensorFlow sees no GPU.
     """
     member_dir = Path(member_dir)
     member_dir.mkdir(parents=True, exist_ok=True)
     seed = member_seed(cfg, index)
     setup_tensorflow(cfg, seed, threads)
+    if gpu and not tf.config.list_physical_devices("GPU"):
+        log.warning(f"warning: member {index + 1}: TensorFlow sees no GPU (given {gpu['name']}); training on the CPU")
+        gpu = None
     architecture = cfg.architectures[index % len(cfg.architectures)]
     images, holdout_images = to_images(pixels), to_images(holdout_pixels)
     labels, holdout_labels = np.asarray(labels, np.int32), np.asarray(holdout_labels, np.int32)
@@ -222,10 +227,12 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
         "train_seconds": round(state["train_seconds"], 2),
         "predict_seconds": round(predict_seconds, 2),
         "train_images_per_second": round(len(images) * len(state["history"]) / max(state["train_seconds"], 1e-9), 1),
+        "gpu": gpu,
     }
     checkpoint.remove_backups()
     atomic.write_text(member_dir / runs.DONE_FILE, json.dumps(result, indent=2))
-    log.info(f"{name}: holdout accuracy {result['holdout_accuracy']:.4f} (best epoch {result['best_epoch']})")
+    where = f", on {dispatch.describe_gpu(gpu)}" if gpu else ""
+    log.info(f"{name}: holdout accuracy {result['holdout_accuracy']:.4f} (best epoch {result['best_epoch']}){where}")
     return result
 
 
