@@ -96,7 +96,7 @@ def make_read_only(folder: Path):
 def test_kernel_runs_on_the_image_versions(image_env, small_data, tmp_path):
     """The tiny kernel script, run by the image's Python on a /kaggle-like layout, writes a valid submission."""
     out = tmp_path / "kernel"
-    script = kernel.build("tiny", out, owner="testuser")
+    script = kernel.build("tiny", out, owner="testuser", gpu="none")  # this machine trains on its CPU
     input_root = tmp_path / "kaggle" / "input"
     competition = input_root / "competitions" / "digit-recognizer"
     competition.mkdir(parents=True)

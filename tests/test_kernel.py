@@ -13,7 +13,7 @@ import pytest
 from slugify import slugify  # python-slugify: what the kaggle CLI checks the title against
 
 from conftest import PROJECT_ROOT, run_cli
-from digits import kernel, submission
+from digits import dispatch, kernel, submission
 from digits.config import EMBEDDED_CONFIGS, load_config
 from kaggle_standin import KaggleStandIn, cli_env
 
@@ -29,18 +29,28 @@ def base_env(home: Path, **extra) -> dict:
             **extra}
 
 
-@pytest.fixture(scope="module")
-def kernel_dir(tmp_path_factory) -> Path:
-    """build/kernel made by `make kernel CONFIG=tiny`, with credentials only in KAGGLE_USERNAME/KAGGLE_KEY."""
-    root = tmp_path_factory.mktemp("kernel")
+def built_kernel(root: Path, *variables: str) -> Path:
+    """build/kernel made by `make kernel CONFIG=tiny VARIABLES`, with credentials only in KAGGLE_USERNAME/KAGGLE_KEY."""
     (root / "home").mkdir()
     out = root / "kernel"
     command = ["make", "--no-print-directory", "-C", str(PROJECT_ROOT), "-o", ".venv/bin/.installed", "kernel",
-               "CONFIG=tiny", f"ARGS=--out {out}"]
+               "CONFIG=tiny", *variables, f"ARGS=--out {out}"]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300,
                           env=base_env(root / "home", KAGGLE_USERNAME="testuser", KAGGLE_KEY=KEY))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def kernel_dir(tmp_path_factory) -> Path:
+    """The tiny kernel for Kaggle's default GPU, T4 x2."""
+    return built_kernel(tmp_path_factory.mktemp("kernel"))
+
+
+@pytest.fixture(scope="module")
+def cpu_kernel_dir(tmp_path_factory) -> Path:
+    """The tiny kernel for the CPU (GPU=none): what runs here, on a machine without a GPU."""
+    return built_kernel(tmp_path_factory.mktemp("cpu-kernel"), "GPU=none")
 
 
 def assert_no_key(folder: Path):
@@ -56,7 +66,10 @@ def test_metadata_fields(kernel_dir):
     assert (meta["language"], meta["kernel_type"]) == ("python", "script")
     assert meta["competition_sources"] == ["digit-recognizer"]
     assert meta["enable_gpu"] is True and meta["enable_internet"] is False
-    assert meta["machine_shape"] == "NvidiaTeslaP100"  # tiny trains in float32: no use for tensor cores
+    assert meta["machine_shape"] == "NvidiaTeslaT4"  # "GPU T4 x2", Kaggle's default GPU, for every config
+    assert meta["docker_image_pinning_type"] == "original"  # later versions keep the first version's image
+    script = (kernel_dir / meta["code_file"]).read_text()
+    assert "\nACCELERATOR = 'NvidiaTeslaT4'" in script
     assert_no_key(kernel_dir)
 
 
@@ -74,7 +87,9 @@ def make_kernel(tmp_path, *variables) -> tuple[subprocess.CompletedProcess, dict
 @pytest.mark.parametrize("variables, slug, shape", [
     ((), "digits-full", "NvidiaTeslaT4"),  # full trains in mixed_float16: T4 tensor cores
     (("CONFIG=quick",), "digits-quick", "NvidiaTeslaT4"),
-    (("CONFIG=quick", "GPU=p100"), "digits-quick", "NvidiaTeslaP100"),
+    (("CONFIG=tiny",), "digits-tiny", "NvidiaTeslaT4"),  # float32 too: the P100 is retired
+    (("CONFIG=quick", "GPU=p100"), "digits-quick", "NvidiaTeslaT4"),
+    (("CONFIG=quick", "GPU=NvidiaTeslaP100"), "digits-quick", "NvidiaTeslaT4"),
     (("CONFIG=fast", "GPU=NvidiaTeslaT4"), "digits-fast", "NvidiaTeslaT4"),
     (("GPU=none",), "digits-full", None),
 ])
@@ -83,7 +98,10 @@ def test_make_kernel_config_and_gpu(variables, slug, shape, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert meta["id"] == f"testuser/{slug}" and meta.get("machine_shape") == shape
     assert meta["enable_gpu"] is (shape is not None) and meta["enable_tpu"] is False
+    assert meta["docker_image_pinning_type"] == "original"
     assert f"accelerator {shape or 'none'}" in proc.stdout
+    retired = any("p100" in v.lower() for v in variables)
+    assert ("Kaggle retired the P100" in proc.stdout) is retired
 
 
 def test_unknown_gpu_is_refused(tmp_path):
@@ -100,32 +118,77 @@ def test_installed_package_is_invisible_to_the_isolated_python():
     assert proc.returncode == 1 and "No module named 'digits'" in proc.stderr
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_script_trains_on_kaggle_layout(layout, kernel_dir, small_data, tmp_path):
-    """The script alone (python -I -S, site-packages without .pth files) trains and writes working/submission.csv."""
+def kaggle_layout(tmp_path: Path, small_data: Path, layout: str = LAYOUTS[0]) -> tuple[Path, Path]:
+    """/kaggle/input/<layout> with the competition files, and an empty /kaggle/working, under tmp_path."""
     competition = tmp_path / "kaggle" / "input" / layout
     competition.mkdir(parents=True)
     for name in ("train.csv", "test.csv", "sample_submission.csv"):
         shutil.copy(small_data / name, competition / name)
-    input_before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "kaggle" / "input").rglob("*"))
     working = tmp_path / "kaggle" / "working"
     working.mkdir()
     (tmp_path / "tmp").mkdir()
+    return tmp_path / "kaggle" / "input", working
+
+
+def run_script(kernel_dir: Path, tmp_path: Path, working: Path, **extra) -> subprocess.CompletedProcess:
+    """The kernel's script run as Kaggle runs it: python -I -S, site-packages without .pth files, in working/."""
     script = kernel_dir / json.loads((kernel_dir / "kernel-metadata.json").read_text())["code_file"]
     run = f"import runpy, sys; sys.path.append({SITE_PACKAGES!r}); runpy.run_path({str(script)!r}, run_name='__main__')"
     env = base_env(tmp_path, TMPDIR=str(tmp_path / "tmp"), KAGGLE_KERNEL_RUN_TYPE="Batch", KAGGLE_KEY=KEY,
-                   DIGITS_KAGGLE_INPUT=str(tmp_path / "kaggle" / "input"), DIGITS_KAGGLE_WORKING=str(working))
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", run], capture_output=True, text=True, timeout=600,
+                   DIGITS_KAGGLE_INPUT=str(tmp_path / "kaggle" / "input"), DIGITS_KAGGLE_WORKING=str(working), **extra)
+    return subprocess.run([sys.executable, "-I", "-S", "-c", run], capture_output=True, text=True, timeout=600,
                           cwd=working, env=env)
+
+
+@pytest.mark.skipif(dispatch.gpu_count() > 0, reason="this machine has a GPU: the T4 kernel would train")
+def test_gpu_kernel_without_a_gpu_stops_at_its_first_line(kernel_dir, small_data, tmp_path):
+    """Quota spent or phone not verified: Kaggle runs a GPU kernel on a CPU. It says so first and trains nothing."""
+    _, working = kaggle_layout(tmp_path, small_data)
+    proc = run_script(kernel_dir, tmp_path, working)
+    assert proc.returncode == 1 and proc.stdout == ""
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith("error: this kernel was built for GPU T4 x2 (NvidiaTeslaT4) but Kaggle gave it no GPU")
+    assert "quota" in first and "phone" in first and "make kernel GPU=none" in first
+    assert "Traceback" not in proc.stderr and not any(working.iterdir())
+
+
+def test_kernel_start_pins_one_worker_per_gpu(monkeypatch, capsys):
+    """On "GPU T4 x2" the kernel's first line names both GPUs and `train` gets one worker per GPU."""
+    t4s = [{"index": i, "name": "Tesla T4", "device": f"GPU-{i}"} for i in (0, 1)]
+    monkeypatch.setattr(dispatch, "visible_gpus", lambda environ=None: t4s)
+    monkeypatch.delenv("TF_FORCE_GPU_ALLOW_GROWTH", raising=False)
+    assert kernel.start_on_kaggle("NvidiaTeslaT4") == ["--jobs", "2"]
+    assert capsys.readouterr().out == "GPUs: 2: GPU 0 (Tesla T4), GPU 1 (Tesla T4); built for NvidiaTeslaT4\n"
+    assert os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    monkeypatch.setattr(dispatch, "visible_gpus", lambda environ=None: t4s[:1])
+    assert kernel.start_on_kaggle("NvidiaTeslaT4") == []
+    monkeypatch.setattr(dispatch, "visible_gpus", lambda environ=None: [])
+    assert kernel.start_on_kaggle(None) == [] and capsys.readouterr().out.endswith("GPUs: none (built for the CPU)\n")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_script_trains_on_kaggle_layout(layout, cpu_kernel_dir, small_data, tmp_path):
+    """The script alone (python -I -S, site-packages without .pth files) trains and writes working/submission.csv."""
+    kernel_dir = cpu_kernel_dir
+    input_root, working = kaggle_layout(tmp_path, small_data, layout)
+    input_before = sorted(p.relative_to(tmp_path) for p in input_root.rglob("*"))
+    proc = run_script(kernel_dir, tmp_path, working, PATH="/usr/bin:/bin")  # no nvidia-smi: a CPU session
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"from {kernel.EMBED_ROOT}/__init__.py, config tiny" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "GPUs: none (built for the CPU)"
+    assert lines[1].endswith(f"from {kernel.EMBED_ROOT}/__init__.py, config tiny")
+    assert lines[2].startswith("image: Python 3.") and ", TensorFlow 2." in lines[2] and ", CUDA " in lines[2]
+    manifest = json.loads(next((working / "runs").glob("*/manifest.json")).read_text())
+    assert {"cuda", "cudnn"} <= set(manifest["versions"]) and manifest["host"]["gpu_models"] == []
+    done = [json.loads(p.read_text()) for p in (working / "runs").glob("*/members/*/done.json")]
+    assert done and all(d["gpu"] is None for d in done)
 
     written = working / "submission.csv"
     assert len(submission.read(written, expected_rows=500)) == 500
     assert submission.accuracy(written, small_data / "answers.csv") > 0.5  # chance is 0.1
     (run_dir,) = (working / "runs").iterdir()
     assert (working / "submissions" / f"{run_dir.name}.csv").read_bytes() == written.read_bytes()
-    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "kaggle" / "input").rglob("*")) == input_before
+    assert sorted(p.relative_to(tmp_path) for p in input_root.rglob("*")) == input_before
     assert_no_key(kernel_dir)
     assert_no_key(working)
     assert KEY not in proc.stdout + proc.stderr
@@ -168,7 +231,7 @@ def test_push_status_output_through_the_standin(kernel_dir, small_data, tmp_path
     assert push["text"] == (kernel_dir / "digits_kernel.py").read_text()
     assert push["competitionDataSources"] == ["digit-recognizer"]
     assert push["enableGpu"] is True and push["enableInternet"] is False
-    assert push["machineShape"] == "NvidiaTeslaP100"
+    assert push["machineShape"] == "NvidiaTeslaT4" and push["dockerImagePinningType"] == "original"
     assert "Kernel version 1 successfully pushed" in pushed.stdout
     assert "RUNNING" in running.stdout
     target = tmp_path / "subs" / "kaggle-tiny-0123abcd.csv"

@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from . import atomic, runs, submission
+from . import atomic, dispatch, runs, submission
 from .config import COMPETITION, KAGGLE_WORKING, Paths, config_path, load_config
 from .errors import InputError, KaggleError
 
@@ -16,9 +16,15 @@ SCRIPT_FILE = "digits_kernel.py"
 METADATA_FILE = "kernel-metadata.json"
 EMBED_ROOT = "/digits-kernel-embedded/src/digits"  # the embedded modules' __file__ prefix; nothing is read there
 OUTPUT_PATTERN = rf"(^|/)(submission\.csv|{re.escape(runs.METRICS_FILE)})$"  # what `kernel output` fetches, not models
-# Kaggle's accelerators for `machine_shape` (kaggle CLI 2.2.4 / kagglesdk; its TPU, Tpu1VmV38, is not used here).
-MACHINE_SHAPES = {"t4": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100"}
+# Kaggle's GPU for `machine_shape`: "GPU T4 x2", the default (a single T4 is not offered). The kaggle CLI 2.2.5
+# lists NvidiaTeslaP100 as retired: it still sends it, with a warning, and Kaggle runs the session on the T4s.
+MACHINE_SHAPES = {"t4": "NvidiaTeslaT4"}
+RETIRED_SHAPES = {"p100": "NvidiaTeslaP100"}  # alias -> the retired name; built as MACHINE_SHAPES["t4"], warned
 NO_GPU = ("none", "cpu")
+GPU_TITLES = {"NvidiaTeslaT4": "GPU T4 x2"}  # what Kaggle's notebook settings call each shape
+# "original": every later version of the kernel runs in the image its first version ran in ("latest" follows
+# Kaggle's image updates); the kaggle CLI accepts these two values.
+IMAGE_PINNING = "original"
 # `kaggle kernels status` prints: <id> has status "KernelWorkerStatus.COMPLETE"
 STATUS_LINE = r'has status "(?:KernelWorkerStatus\.)?([A-Z_]+)"'
 FAILED_STATES = ("ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
@@ -63,10 +69,18 @@ class EmbeddedDigits(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 sys.meta_path.insert(0, EmbeddedDigits())
 import digits.cli  # noqa: E402
 import digits.config  # noqa: E402
+import digits.errors  # noqa: E402
+import digits.kernel  # noqa: E402
 
+try:
+    extra = digits.kernel.start_on_kaggle(ACCELERATOR)  # its first line: the GPUs, or why it stops
+except digits.errors.DigitsError as err:
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    sys.exit(err.exit_code)
 digits.config.EMBEDDED_CONFIGS.update(CONFIGS)
 print(f"digits {digits.__version__} from {digits.__file__}, config {CONFIG}", flush=True)
-code = digits.cli.main(["train", "--kaggle", "--config", CONFIG])
+digits.kernel.log_image_versions()
+code = digits.cli.main(["train", "--kaggle", "--config", CONFIG, *extra])
 if code:
     sys.exit(code)
 '''
@@ -105,7 +119,42 @@ def package_sources() -> dict[str, str]:
     return {path.stem: path.read_text(encoding="utf-8") for path in sorted(Path(__file__).parent.glob("*.py"))}
 
 
-def render_script(config_name: str, sources: dict[str, str], configs: dict[str, str]) -> str:
+def start_on_kaggle(accelerator: str | None, environ=None) -> list[str]:
+    """The kernel's first line: the GPUs it sees; `train`'s extra arguments (one worker per GPU).
+
+    A kernel built for a GPU that gets none (the week's GPU quota is spent, or the account's phone is not
+    verified) stops here: training `full` on a CPU would not fit Kaggle's 12 hours and would spend them.
+    """
+    gpus = dispatch.visible_gpus(environ)
+    if accelerator and not gpus:
+        raise KaggleError(f"this kernel was built for {GPU_TITLES.get(accelerator, accelerator)} ({accelerator}) "
+                          "but Kaggle gave it no GPU: the week's GPU quota is spent (`kaggle quota`, or your "
+                          "profile's settings) or the account's phone is not verified. Nothing was trained. Push "
+                          "again when the quota is back, or rebuild for the CPU with `make kernel GPU=none` (a "
+                          "config's budget, such as `full`'s 11h, is then planned for the CPU's speed)")
+    if not gpus:
+        print("GPUs: none (built for the CPU)", flush=True)
+        return []
+    print(f"GPUs: {len(gpus)}: " + ", ".join(dispatch.describe_gpu(g) for g in gpus)
+          + (f"; built for {accelerator}" if accelerator else ""), flush=True)
+    if len(gpus) == 1:
+        return []
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # this parent process must not hold a whole GPU
+    return ["--jobs", str(len(gpus))]
+
+
+def log_image_versions() -> None:
+    """One line with the versions of the image the kernel runs in (the manifest keeps them too)."""
+    from . import manifest
+
+    found = manifest.versions()
+    print("image: " + ", ".join(f"{name} {found.get(key) or 'none'}" for name, key in (
+        ("Python", "python"), ("TensorFlow", "tensorflow"), ("Keras", "keras"), ("NumPy", "numpy"),
+        ("CUDA", "cuda"), ("cuDNN", "cudnn"))), flush=True)  # before `train` sets up logging
+
+
+def render_script(config_name: str, sources: dict[str, str], configs: dict[str, str],
+                  accelerator: str | None = None) -> str:
     """The kernel's single code file: the sources and configs as string literals, then BOOTSTRAP."""
     lines = [
         f"# Generated by `make kernel` (digits kernel build --config {config_name}) from src/digits: do not edit;",
@@ -118,21 +167,28 @@ def render_script(config_name: str, sources: dict[str, str], configs: dict[str, 
         *(f"    {name!r}: {text!r}," for name, text in configs.items()),
         "}",
         f"CONFIG = {config_name!r}",
+        f"ACCELERATOR = {accelerator!r}  # the machine_shape it was built for; None: the CPU",
     ]
     return "\n".join(lines) + "\n" + BOOTSTRAP % {"root": EMBED_ROOT}
 
 
-def machine_shape(gpu: str | None, mixed_precision: bool) -> str | None:
-    """Kaggle's name for `gpu` (t4, p100, none, or the name itself); by default T4 for float16, else P100."""
+def machine_shape(gpu: str | None) -> str | None:
+    """Kaggle's name for `gpu` (t4, none, or the name itself); by default T4 x2; p100, retired, becomes T4 x2."""
     if not gpu:
-        return MACHINE_SHAPES["t4" if mixed_precision else "p100"]
+        return MACHINE_SHAPES["t4"]
     if gpu.lower() in NO_GPU:
         return None
+    for alias, name in RETIRED_SHAPES.items():
+        if gpu.lower() in (alias, name.lower()):
+            log.warning(f"warning: GPU={gpu}: Kaggle retired the P100 ({name}); the kaggle CLI warns and Kaggle "
+                        f"runs such a session on {GPU_TITLES[MACHINE_SHAPES['t4']]} instead, so the kernel is built "
+                        f"for {MACHINE_SHAPES['t4']}")
+            return MACHINE_SHAPES["t4"]
     for alias, name in MACHINE_SHAPES.items():
         if gpu.lower() in (alias, name.lower()):
             return name
-    raise InputError(f"GPU={gpu!r}: choose t4 (Kaggle's \"GPU T4 x2\", tensor cores for mixed_float16), "
-                     "p100 (\"GPU P100\") or none (CPU only)")
+    raise InputError(f"GPU={gpu!r}: choose t4 (Kaggle's \"GPU T4 x2\", the default: one member per T4) or none "
+                     "(CPU only); Kaggle retired the P100 (p100 builds for T4 x2)")
 
 
 def metadata(owner: str, config_name: str, shape: str | None) -> dict:
@@ -153,6 +209,7 @@ def metadata(owner: str, config_name: str, shape: str | None) -> dict:
         "kernel_sources": [],
         "model_sources": [],
         "keywords": [],
+        "docker_image_pinning_type": IMAGE_PINNING,
     }
     if shape:
         meta["machine_shape"] = shape
@@ -163,8 +220,8 @@ def build(config: str, out_dir, owner: str | None = None, gpu: str | None = None
     """Write <out_dir>/digits_kernel.py and kernel-metadata.json for `config`, on the accelerator `gpu`."""
     from . import kaggle
 
-    cfg = load_config(config)  # a typo in the config fails here, not an hour into the Kaggle run
-    shape = machine_shape(gpu, cfg.mixed_precision)
+    load_config(config)  # a typo in the config fails here, not an hour into the Kaggle run
+    shape = machine_shape(gpu)
     owner = owner or kaggle.username()
     if not owner:
         raise KaggleError("the kernel id needs your Kaggle username: set KAGGLE_USERNAME, or keep it in "
@@ -172,7 +229,7 @@ def build(config: str, out_dir, owner: str | None = None, gpu: str | None = None
     name, configs = embedded_configs(config)
     out_dir = Path(out_dir)
     meta = metadata(owner, name, shape)
-    atomic.write_text(out_dir / SCRIPT_FILE, render_script(name, package_sources(), configs))
+    atomic.write_text(out_dir / SCRIPT_FILE, render_script(name, package_sources(), configs, shape))
     atomic.write_text(out_dir / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
     log.info(f"wrote {out_dir / SCRIPT_FILE} and {METADATA_FILE} (kernel {meta['id']}, config {name}, "
              f"accelerator {shape or 'none'}); next: make kernel-push")

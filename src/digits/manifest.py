@@ -30,9 +30,10 @@ def _cpu_model() -> str:
 
 
 def host_info() -> dict:
-    """CPU model, core count, bf16/AMX support and visible GPUs of this machine."""
+    """CPU model, core count, bf16/AMX support and visible GPUs of this machine (TensorFlow's and their models)."""
     import os
 
+    from .dispatch import visible_gpus
     from .quiet import import_tensorflow
 
     tf = import_tensorflow()
@@ -43,10 +44,11 @@ def host_info() -> dict:
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     extras = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "cpu_flags": extras, "gpus": gpus,
-            "platform": platform.platform()}
+            "gpu_models": [gpu["name"] for gpu in visible_gpus()], "platform": platform.platform()}
 
 
 def versions() -> dict:
+    """Python, TensorFlow, Keras and NumPy, and the CUDA and cuDNN TensorFlow was built with (None: a CPU build)."""
     import numpy
 
     from .quiet import import_tensorflow
@@ -54,8 +56,9 @@ def versions() -> dict:
     tensorflow = import_tensorflow()
     import keras
 
+    build = tensorflow.sysconfig.get_build_info()
     return {"python": sys.version.split()[0], "tensorflow": tensorflow.__version__, "keras": keras.__version__,
-            "numpy": numpy.__version__}
+            "numpy": numpy.__version__, "cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version")}
 
 
 def start(run_dir: Path, cfg: TrainConfig, inputs_sha256: dict, started: float, plan: dict | None = None):
