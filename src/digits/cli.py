@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["build", "push", "status", "output"])
     p.add_argument("--config", default="full")
     p.add_argument("--out", default="build/kernel")
-    p.add_argument("--gpu", help="build: t4, p100 or none (default: t4 for mixed precision, else p100)")
+    p.add_argument("--gpu", help="build: t4 (the default, Kaggle's GPU T4 x2) or none; p100 is retired: built as t4")
 
     p = command("report", cmd_report, "Rebuild a run's figures and report.html from its saved files.")
     p.add_argument("run", nargs="?", default="latest")
