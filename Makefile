@@ -8,8 +8,8 @@ SOURCE ?= kaggle
 LAYOUT ?= kaggle
 RUN ?= latest
 
-.PHONY: help venv download train ensemble evaluate submit submissions demo report describe \
-        kernel kernel-push kernel-status kernel-output test test-all lint bench clean
+.PHONY: help venv download train plan ensemble evaluate submit submissions demo report describe \
+        kernel kernel-push kernel-status kernel-output test test-all lint bench clean grow runs
 
 help: ## show this list (each target's comment in the Makefile)
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / {printf "make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,8 +28,17 @@ download: venv ## get the data into data/ [SOURCE=kaggle|mnist] [LAYOUT=kaggle|o
 train: venv ## train an ensemble, write a submission [CONFIG=quick|fast|strong|full|tiny] [ARGS='--set epochs=5']
 	$(DIGITS) train --config $(CONFIG) $(ARGS)
 
-ensemble: venv ## average a run's members into a submission RUN=<run> [MEMBERS=0,2]
+plan: venv ## show what a time budget buys on this machine, without training [BUDGET=10m] [CONFIG=quick]
+	$(DIGITS) plan --config $(CONFIG) --budget $(or $(BUDGET),10m) $(ARGS)
+
+grow: venv ## train more members into a run RUN=<run> MEMBERS=N, or BUDGET=10m (as many as fit)
+	$(DIGITS) train --resume $(RUN) $(if $(MEMBERS),--members $(MEMBERS)) $(if $(BUDGET),--budget $(BUDGET)) $(ARGS)
+
+ensemble: venv ## average a run's members into a submission RUN=<run> [MEMBERS=0,2]; RUN="<run> <run>" blends runs
 	$(DIGITS) ensemble $(RUN) $(if $(MEMBERS),--members $(MEMBERS))
+
+runs: venv ## list the runs: members, nets, holdout/test accuracy, minutes, state, submission [ARGS=--json]
+	$(DIGITS) runs $(ARGS)
 
 evaluate: venv ## score a submission against data/answers.csv [FILE=submissions/<run>.csv]
 	$(DIGITS) evaluate $(or $(FILE),latest)
@@ -72,9 +81,9 @@ test-all: venv ## run every test, slow ones too
 lint: venv ## ruff check src tests benchmarks
 	$(BIN)/ruff check src tests benchmarks
 
-bench: venv ## measure accuracy and speed per CPU class, rewrite docs/BENCHMARKS.md [SMOKE=1] [ONLY=rows|recipes|ablation] [CPU=bf16|avx2]
+bench: venv ## measure accuracy and speed per CPU class, rewrite docs/BENCHMARKS.md [SMOKE=1] [ONLY=rows|recipes|ablation|curve|table|parallel] [CPU=bf16|avx2]
 	$(BIN)/python -m benchmarks.bench $(if $(SMOKE),--smoke) $(if $(ONLY),--only $(ONLY)) $(if $(CPU),--cpu $(CPU)) \
-	    $(if $(REPEATS),--repeats $(REPEATS))
+	    $(if $(REPEATS),--repeats $(REPEATS)) $(ARGS)
 
 clean: ## remove build/, .pytest_cache and data/cache
 	rm -rf build .pytest_cache data/cache

@@ -10,7 +10,6 @@ import json
 import multiprocessing
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,42 +18,26 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from benchmarks import accuracy_table
+from benchmarks.render import plot_curve, render, write_readme_blocks
+from benchmarks.targets import (
+    ABLATION_EPOCHS,
+    ABLATION_MEMBERS,
+    ALL_ROWS,
+    AVX2_ENV,
+    CURVE_BUDGETS,
+    DEMO_BUDGET,
+    GROUPS,
+    NO_AUGMENTATION,
+    RECIPES,
+    REPORT,
+    SMOKE_SET,
+    TARGETS,
+    WARM_STEPS,
+)
 
 from digits import atomic, mnist, runs
 from digits.config import CONFIGS_DIR, PROJECT_ROOT, Paths
-
-DOCS = PROJECT_ROOT / "docs"
-REPORT = DOCS / "BENCHMARKS.md"
-RESULTS = DOCS / "bench"
-README = PROJECT_ROOT / "README.md"
-AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
-DEMO_BUDGET = "9m"  # `make demo`'s training budget: download and scoring fit in the rest of 10 minutes
-# row -> what it must reach: test accuracy, wall seconds, and/or a fraction of the peer's time; repeats; classes
-TARGETS = {
-    "fast": {"accuracy": 0.9955, "peer_ratio": 0.6, "repeats": 3},
-    "fast-onecycle": {"repeats": 1},  # the same net and epochs with the one-cycle schedule: the choice, shown
-    "quick": {"accuracy": 0.9965, "seconds": 600, "repeats": 1},
-    "demo": {"accuracy": 0.9960, "seconds": 600, "repeats": 1},
-    "strong": {"accuracy": 0.9975, "seconds": 3600, "repeats": 1, "classes": ("bf16",)},
-}
-THROUGHPUT_TARGET = {"bf16": 2.0, "avx2": 1.5}
-WARM_STEPS = 20  # training steps left out of a throughput figure: tracing, oneDNN's first calls, the pipeline filling
-# The tutorial recipes (configs/recipes/*.toml): one row each, named as its config
-RECIPES = sorted(p.relative_to(CONFIGS_DIR).with_suffix("").as_posix() for p in CONFIGS_DIR.glob("recipes/*.toml"))
-RECIPE_TOLERANCE = 0.003  # a reproduced recipe lands within 0.3 points of its author's figure, or the table says why
-# What differs from the author's own measurement: said beside the recipe, and the reason wherever one lands off
-RECIPE_NOTES = {
-    "recipes/kaggle-rmsprop": "the author's figure is Kaggle's public leaderboard (part of Kaggle's 28,000 test "
-                              "rows, after training on its 42,000), not MNIST's 10,000 test images after 60,000; "
-                              "ReduceLROnPlateau's factor and patience are the pipeline's (the post gives none)",
-    "recipes/tf-tutorial": "the author trained on all 60,000 rows; here 8% are held out",
-}
-# The ablation: `quick`'s recipe without a budget, one step added at a time; its last run has ABLATION_MEMBERS
-ABLATION_EPOCHS, ABLATION_MEMBERS = 12, 3
-NO_AUGMENTATION = ["--set", "rotation_degrees=0", "--set", "zoom=0", "--set", "shift=0"]
-ALL_ROWS = ["isa", "throughput", "peer", *TARGETS, "inference", *RECIPES, "ablation"]
-GROUPS = {"recipes": RECIPES}  # --only recipes: every recipe row
-SMOKE_SET = ["--set", "epochs=1", "--set", "members=1", "--set", "architectures=lenet", "--set", "budget="]
 
 
 def cpu_classes() -> dict:
@@ -344,7 +327,7 @@ def _accuracy(csv: Path, paths: Paths) -> float:
     return accuracy(csv, paths.answers_csv)
 
 
-def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=print) -> dict:
+def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=print, budgets=()) -> dict:
     """Every requested row on one CPU class (at most `most` repeats each, if set); returns {row: figures}."""
     bench_dir = PROJECT_ROOT / "build" / ("bench-smoke" if smoke else "bench")
     official = prepare_data(bench_dir, "official", smoke)
@@ -391,11 +374,43 @@ def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=pri
     for recipe in (r for r in RECIPES if r in rows):
         log(f"[{cls}] {recipe}")
         results[recipe] = time_recipe(recipe, official, env, smoke)
+    if "curve" in rows:
+        kaggle = prepare_data(bench_dir, "kaggle", smoke)
+        results["curve"] = []
+        for budget in ("1m",) if smoke else budgets or CURVE_BUDGETS:
+            log(f"[{cls}] curve: quick in a {budget} budget (Kaggle layout)")
+            results["curve"].append({"budget": budget, **time_train("quick", kaggle, env, ["--budget", budget])})
+    if "parallel" in rows:
+        log(f"[{cls}] members at once: one member on every core against one single-thread member per core")
+        results["parallel"] = accuracy_table.parallel_speedup(env, ("lenet",) if smoke else ("strong", "lite"))
+    if "table" in rows and cls == next(iter(cpu_classes())):  # accuracy does not depend on the CPU: one class
+        log(f"[{cls}] the planner's accuracy table: nets x epochs, two members each (Kaggle layout)")
+        results["table"] = accuracy_table.measure(prepare_data(bench_dir, "kaggle", smoke),
+                                                  lambda paths, arch, epochs: table_point(paths, arch, epochs, env),
+                                                  smoke, log)
     if "ablation" in rows:
         log(f"[{cls}] ablation: one strong member, then augmentation, ReduceLROnPlateau, test-time augmentation, "
             "members")
         results["ablation"] = ablation(official, env, smoke, log)
     return results
+
+
+def table_point(paths: Paths, arch: str, epochs: int, env: dict) -> Path:
+    """Two members of `arch` for `epochs` epochs, trained at once, with the plateau patience a budget would give."""
+    out = _digits("train", "--config", "quick", "--force", *_path_args(paths), "--jobs", "2", "--set", "budget=",
+                  "--set", f"architectures={arch}", "--set", f"epochs={epochs}", "--set", "members=2",
+                  "--set", f"plateau_patience={max(1, round(epochs / 8))}", env=env)
+    return paths.models_dir / Path(out.stdout.strip().splitlines()[-1]).stem
+
+
+def write_plan_table(stored: dict):
+    """src/digits/plan_table.py from the stored table and each class's members-at-once speedup."""
+    table = next((data["table"] for data in stored.values() if "table" in data), None)
+    if table is None:
+        return
+    precision = {"bf16": "mixed_bfloat16", "avx2": "float32"}
+    speedups = {precision[cls]: data["parallel"]["figures"] for cls, data in stored.items() if "parallel" in data}
+    accuracy_table.write_module(table["figures"], speedups, table["date"])
 
 
 def _commit() -> str:
@@ -416,205 +431,6 @@ def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -
     return stored
 
 
-def _spread(values: list, fmt: str) -> str:
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.median(values), fmt)} (range {format(min(values), fmt)}-{format(max(values), fmt)}, " \
-           f"n={len(values)})"
-
-
-def _row_line(row: str, entry: dict, peer_seconds: float | None) -> tuple[str, str]:
-    """One table line for a config row, and its PASS/FAIL/'' verdict."""
-    runs, target = entry["figures"], TARGETS[row]
-    acc, secs = statistics.median(r["accuracy"] for r in runs), statistics.median(r["seconds"] for r in runs)
-    wanted, ok = [], True
-    if "accuracy" in target:
-        wanted.append(f">= {target['accuracy']:.2%}")
-        ok &= acc >= target["accuracy"]
-    if "seconds" in target:
-        wanted.append(f"<= {target['seconds']} s")
-        ok &= secs <= target["seconds"]
-    ratio = ""
-    if "peer_ratio" in target and peer_seconds:
-        ratio = f"{secs / peer_seconds:.2f}x"
-        wanted.append(f"<= {target['peer_ratio']}x peer")
-        ok &= secs / peer_seconds <= target["peer_ratio"]
-    plan, epochs = runs[-1].get("plan") or {}, runs[-1]["epochs"]
-    same = len(set(epochs)) == 1
-    shape = f"{len(epochs)} x {epochs[0]} ep" if same else f"{len(epochs)}: {' + '.join(map(str, epochs))} ep"
-    if plan:
-        shape += f" (planned {plan['members']} x {plan['epochs']} at {plan['train_images_per_second']:,.0f} img/s)"
-    verdict = ("PASS" if ok else "FAIL") if wanted else ""
-    label = {"demo": "`make demo` (Kaggle layout, 28,000 answers)",
-             "fast-onecycle": "`fast` with `schedule=onecycle`"}.get(row, f"`{row}`")
-    accuracy, seconds = _spread([r["accuracy"] for r in runs], ".2%"), _spread([r["seconds"] for r in runs], ".0f")
-    line = (f"| {label} | {accuracy} | {seconds} | {ratio} | {shape} | {', '.join(wanted) or '(comparison)'} "
-            f"| {verdict} | {entry['date']} |")
-    return line, verdict
-
-
-CLASS_TITLES = {"bf16": "CPU with AVX512-BF16 (native)",
-                "avx2": "AVX2-only CPU (a laptop's class)"}
-
-
-def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
-    """BENCHMARKS.md from every class's stored rows, and README's tables (block name -> lines)."""
-    lines = ["# Benchmarks", "",
-             "Written by `make bench` from [docs/bench/](bench/) (one JSON file per CPU class; each row keeps the "
-             "date, commit and machine it was measured on). Data: MNIST's official split (train.csv = 60,000 rows, "
-             "test.csv = 10,000) built offline from the checked IDX files, except `make demo` (Kaggle's layout: "
-             "42,000 / 28,000). Accuracy is against held-back labels that training never reads. Wall time runs from "
-             "starting `digits train` to the validated submission (the demo: from building the CSVs to the score). "
-             "Every config trains with `ReduceLROnPlateau`; `quick` and the demo plan members and epochs from a "
-             "time budget measured on the machine they run on.", ""]
-    summary = ["| CPU | row | accuracy (test) | time | pass | measured |", "|---|---|---|---|---|---|"]
-    recipes = {r: [f"`{r}`", f"{stored[c][r]['figures']['reported']:.2%}"] for c in stored for r in RECIPES
-               if r in stored[c]}  # README: a row per recipe, the author's figure, then each class's
-    recipe_header = ["config", "author's accuracy"]
-    for cls in ("bf16", "avx2"):
-        data = stored.get(cls)
-        if not data:
-            continue
-        host = data["host"]
-        isa = data.get("isa", {}).get("figures", {})
-        lines += [f"## {CLASS_TITLES[cls]}", "",
-                  f"- Machine: {host['cpu']}, {host['cores']} cores, flags {', '.join(host['cpu_flags']) or 'none'}"
-                  + (", oneDNN capped by `ONEDNN_MAX_CPU_ISA=AVX2` (a stand-in: the same instructions as an AVX2 "
-                     "laptop on a newer core, so a real AVX2-only CPU can be slower; budgeted rows adapt to it, the "
-                     "others take longer)" if cls == "avx2" and host["cpu_flags"] else ""),
-                  f"- oneDNN instruction set in use: {isa.get('isa', 'not measured')}; "
-                  f"compute precision: {isa.get('precision', 'not measured')}",
-                  f"- Python {host['python']}, TensorFlow {host['tensorflow']}, Keras {host['keras']}, "
-                  f"NumPy {host['numpy']}",
-                  "- Commands: " + "; ".join(sorted({f"`{v['command']}` (commit {v['commit']}, {v['date']})"
-                                                     for k, v in data.items() if k != "host"})), "",
-                  "| row | accuracy (test) | wall time (s) | vs peer | members x epochs | target | pass | measured |",
-                  "|---|---|---|---|---|---|---|---|"]
-        peer_seconds = None
-        if "peer" in data:
-            runs = data["peer"]["figures"]
-            peer_seconds = statistics.median(r["seconds"] for r in runs)
-            accuracy = _spread([r["accuracy"] for r in runs], ".2%")
-            seconds = _spread([r["seconds"] for r in runs], ".0f")
-            lines.append(f"| peer: Kaggle tutorial recipe, plain Keras | {accuracy} | {seconds} | 1.00x | 1 x 30 ep "
-                         f"| (reference) | | {data['peer']['date']} |")
-        for row in TARGETS:
-            if row in data:
-                line, verdict = _row_line(row, data[row], peer_seconds)
-                lines.append(line)
-                if row in ("demo", "fast", "quick"):
-                    cells = [c.strip() for c in line.split("|")[1:-1]]
-                    summary.append(f"| {CLASS_TITLES[cls]} | {cells[0]} | {cells[1]} | {cells[2]} s | {verdict} | "
-                                   f"{data[row]['date']}, {host['cpu']} |")
-            elif cls in TARGETS[row].get("classes", (cls,)):
-                lines.append(f"| `{row}` | not measured yet | | | | | | |")
-        if "throughput" in data:
-            lines += ["", "| training throughput, strong net | plain Keras `model.fit`, float32 (img/s) | "
-                      "project trainer (img/s) | ratio | target | pass | measured |", "|---|---|---|---|---|---|---|"]
-            for batch, pair in data["throughput"]["figures"].items():
-                ratio = statistics.median(pair["project"]) / statistics.median(pair["plain"])
-                goal = THROUGHPUT_TARGET[cls] if batch == "64" else None
-                plain, project = _spread(pair["plain"], ",.0f"), _spread(pair["project"], ",.0f")
-                wanted, verdict = (f">= {goal}x", "PASS" if ratio >= goal else "FAIL") if goal else ("", "")
-                lines.append(f"| batch {batch} | {plain} | {project} | {ratio:.2f}x | {wanted} | {verdict} | "
-                             f"{data['throughput']['date']} |")
-        if "inference" in data:
-            inf = data["inference"]["figures"]
-            lines += ["", f"Inference: the `quick` ensemble ({inf['members']} members) predicts {inf['rows']:,} images "
-                      f"at {inf['images_per_second']:,.0f} images/s ({inf['seconds']:.1f} s, all members)."]
-        lines += render_recipes(data, cls) + render_ablation(data.get("ablation"))
-        lines.append("")
-        recipe_header += [f"{CLASS_TITLES[cls]}: accuracy (test), wall time"]
-        for recipe, cells in recipes.items():
-            figures = data[recipe]["figures"] if recipe in data else None
-            cells.append(f"{figures['accuracy']:.2%}, {figures['seconds']:.0f} s ({data[recipe]['date']})" if figures
-                         else "not measured yet")
-    recipe_table = ["| " + " | ".join(recipe_header) + " |", "|---" * len(recipe_header) + "|",
-                    *("| " + " | ".join(cells) + " |" for cells in recipes.values())]
-    return "\n".join(lines), {"summary": summary, "recipes": recipe_table}
-
-
-def render_recipes(data: dict, cls: str) -> list[str]:
-    """The tutorial recipes against their authors' figures, with this pipeline's own configs below them."""
-    lines = ["", f"### The tutorial recipes ({CLASS_TITLES[cls]})", "",
-             "Each recipe of `configs/recipes/` trained once by `digits train --config recipes/<name>` on MNIST's "
-             "official split (60,000 / 10,000, the split the authors used unless the note says otherwise), with its "
-             "own holdout fraction, optimizer, schedule, batch size and epochs; the author's figure is from the "
-             "config's first line. Below them, this pipeline's own configs on the same data (table above).", "",
-             "| config | params | author's accuracy | accuracy here (test) | difference | wall time (s) | "
-             f"within {RECIPE_TOLERANCE * 100:.1f} points? | measured |", "|---|---|---|---|---|---|---|---|"]
-    for recipe in RECIPES:
-        if recipe not in data:
-            lines.append(f"| `{recipe}` | not measured yet | | | | | | |")
-            continue
-        run = data[recipe]["figures"]
-        difference = run["accuracy"] - run["reported"]
-        close = abs(difference) <= RECIPE_TOLERANCE + 1e-9
-        note = RECIPE_NOTES.get(recipe, "" if close else "not explained yet")
-        verdict = ("yes" if close else "no") + (f": {note}" if note else "")
-        lines.append(f"| `{recipe}` | {run['params']:,} | {run['reported']:.2%} | {run['accuracy']:.2%} | "
-                     f"{difference * 100:+.2f} | {run['seconds']:.0f} | {verdict} | {data[recipe]['date']} |")
-    own = {"peer": "peer: the Kaggle recipe in plain Keras", "fast": "`fast`", "quick": "`quick` (10 min budget)",
-           "strong": "`strong`"}
-    for row, label in own.items():
-        if row in data:
-            figures = data[row]["figures"]
-            accuracy = statistics.median(r["accuracy"] for r in figures)
-            seconds = statistics.median(r["seconds"] for r in figures)
-            lines.append(f"| {label} | | | {accuracy:.2%} | | {seconds:.0f} | | {data[row]['date']} |")
-    return lines
-
-
-def render_ablation(entry: dict | None) -> list[str]:
-    """What each step of the pipeline's recipe adds: test accuracy and the seconds it costs, cumulatively."""
-    from digits.config import TrainConfig
-
-    if not entry:
-        return ["", "Ablation: not measured yet (`make bench ONLY=ablation`)."]
-    steps, tta = entry["figures"], entry["figures"]["test-time augmentation"]
-    plateau = steps["plateau, augmentation"]
-    members = len(tta["tta"])
-    extra = (tta["tta_seconds"] - tta["plain_seconds"]) / members  # test-time augmentation's seconds per member
-    first = steps["constant, no augmentation"]
-    rows = [(f"one `{first['architecture']}` member, {first['epochs'][0]} epochs, constant rate, no augmentation",
-             first["accuracy"], first["member_seconds"][0]),
-            ("+ augmentation (rotation, zoom, shift)", steps["constant, augmentation"]["accuracy"],
-             steps["constant, augmentation"]["member_seconds"][0]),
-            ("+ `ReduceLROnPlateau` (with its 1-epoch warm-up)", tta["plain"][0], plateau["member_seconds"][0]),
-            ("+ test-time augmentation (the image and four 1-pixel shifts)", tta["tta"][0],
-             plateau["member_seconds"][0] + extra)]
-    rows += [(f"+ member {k + 1} (ensemble of {k + 1}, test-time augmentation)", tta["tta"][k],
-              sum(plateau["member_seconds"][: k + 1]) + (k + 1) * extra) for k in range(1, members)]
-    rows.append((f"the same {members} members without test-time augmentation", tta["plain"][-1],
-                 sum(plateau["member_seconds"])))
-    lines = ["", "### Ablation: what each step of the recipe adds", "",
-             f"`quick`'s recipe with no budget, built up one step at a time on MNIST's official split (single runs; "
-             f"one test image is 0.01 points). Seconds are training plus prediction per member, summed; test-time "
-             f"augmentation adds {extra:.1f} s a member to predict the {tta['rows']:,} test images five times. It is "
-             f"{'on' if TrainConfig().tta else 'off'} by default (`tta`). Measured {entry['date']}.", "",
-             "| step | accuracy (test) | gain (points) | seconds | added seconds |", "|---|---|---|---|---|"]
-    previous = None
-    for label, accuracy, seconds in rows:
-        if previous is None or label.startswith("the same"):
-            gain, added = "", ""
-        else:
-            gain, added = f"{(accuracy - previous[0]) * 100:+.2f}", f"{seconds - previous[1]:+.0f}"
-        lines.append(f"| {label} | {accuracy:.2%} | {gain} | {seconds:.0f} | {added} |")
-        if not label.startswith("the same"):
-            previous = (accuracy, seconds)
-    return lines
-
-
-def write_readme_blocks(blocks: dict[str, list[str]], readme: Path = README):
-    """Replace each block between README's `<!-- bench:NAME -->` markers with its rendered table."""
-    text = readme.read_text()
-    for name, table in blocks.items():
-        start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-        if start in text and end in text:
-            head, rest = text.split(start, 1)
-            text = head + start + "\n" + "\n".join(table) + "\n" + end + rest.split(end, 1)[1]
-    atomic.write_text(readme, text)
-
 
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -624,6 +440,7 @@ def main(argv=None) -> Path:
     parser.add_argument("--cpu", default="all", help="bf16, avx2 or all (the classes this machine can stand in for)")
     parser.add_argument("--out", help="report path (default docs/BENCHMARKS.md; results beside it in bench/)")
     parser.add_argument("--repeats", type=int, default=0, help="at most this many runs of a row (default: its own)")
+    parser.add_argument("--budgets", help=f"the curve's budgets (default {','.join(CURVE_BUDGETS)})")
     parser.add_argument("--render", action="store_true", help="only rewrite the report from the stored results")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else REPORT
@@ -637,17 +454,22 @@ def main(argv=None) -> Path:
     if not chosen:
         parser.error(f"--cpu {args.cpu}: this machine can measure {', '.join(classes)}")
     command = " ".join(["make bench", " SMOKE=1" * args.smoke, f"ONLY={args.only}" * bool(args.only),
-                        f"CPU={args.cpu}" * (args.cpu != "all"), f"REPEATS={args.repeats}" * bool(args.repeats)])
+                        f"CPU={args.cpu}" * (args.cpu != "all"), f"REPEATS={args.repeats}" * bool(args.repeats),
+                        f"ARGS='--budgets {args.budgets}'" * bool(args.budgets)])
     command = " ".join(command.split())
     stored = {}
     for cls, env in ({} if args.render else chosen).items():
-        results = measure(cls, env, rows, args.smoke, args.repeats)
+        results = measure(cls, env, rows, args.smoke, args.repeats, budgets=args.budgets.split(",") if args.budgets
+                          else ())
         stored[cls] = save(cls, results, in_fresh_process(env, machine), command, results_dir)
     for cls in ("bf16", "avx2"):
         if cls not in stored and (results_dir / f"{cls}.json").is_file():
             stored[cls] = json.loads((results_dir / f"{cls}.json").read_text())
+    if {"table", "parallel"} & set(rows) and not args.smoke and out == REPORT:
+        write_plan_table(stored)
     text, blocks = render(stored)
     atomic.write_text(out, text)
+    plot_curve(stored, out.parent / "images" / "budget_curve.png")
     if out == REPORT:
         write_readme_blocks(blocks)
     print(f"wrote {out}")

@@ -38,25 +38,81 @@ def test_a_budgeted_run_plans_from_measured_speed_and_ends_within_it(small_data,
     assert all("run ETA" in line for line in epoch_lines)
 
 
-def _speed(train, predict=None):
-    return {"architecture": "strong", "train_images_per_second": train,
-            "predict_images_per_second": predict or 4 * train}
+# Training img/s of each net relative to `strong`, as budget.measure timed them (docs/PERFORMANCE.md, 2026-12-02)
+RELATIVE_SPEED = {"avx2": {"strong": 1.0, "lite": 2.5, "kaggle-rmsprop": 7.2},
+                  "bf16": {"strong": 1.0, "lite": 3.0, "kaggle-rmsprop": 4.8}}
+KAGGLE_ROWS = (38_640, 3_360, 28_000)  # train rows after the holdout, holdout rows, test rows
 
 
-def test_a_faster_machine_gets_more_members_or_epochs_in_the_same_time():
-    cfg = load_config("quick")
-    slow = budget.plan(cfg, 540, _speed(600), 38_640, 3_360, 28_000)
-    fast = budget.plan(cfg, 540, _speed(2_500), 38_640, 3_360, 28_000)
-    assert slow["members"] * slow["epochs"] < fast["members"] * fast["epochs"]
-    for plan in (slow, fast):
-        assert plan["planned_seconds"] <= 540
-        assert 1 <= plan["epochs"] <= 2 * cfg.epochs and 1 <= plan["members"] <= budget.MAX_MEMBERS
+def _speeds(strong: float, cls: str) -> dict:
+    return {net: {"architecture": net, "train_images_per_second": strong * RELATIVE_SPEED[cls][net],
+                  "predict_images_per_second": 4 * strong * RELATIVE_SPEED[cls][net]}
+            for net in budget.plan_table.ACCURACY}
+
+
+def _plan(seconds: float, strong: float, workers=(1, 2), speedup=1.3, cfg=None) -> dict:
+    speeds = _speeds(strong, "avx2" if strong < 1_500 else "bf16")
+    return budget.choose(cfg or load_config("quick", {"budget": f"{seconds}s"}), seconds, speeds,
+                         *KAGGLE_ROWS, list(workers), dict.fromkeys(speeds, speedup))
+
+
+def test_a_slow_cpu_gets_a_cheaper_net_or_more_members_at_once_than_a_fast_one():
+    """430 against 2,200 img/s for `strong`, the other nets scaled by one machine's ratios (bf16's).
+
+    In 4 minutes the slow CPU must not get one member of 4 epochs of strong (what the old planner chose); in the
+    demo's 9 it gets a cheaper net than the fast one, or more members at once.
+    """
+    speeds = {strong: _speeds(strong, "bf16") for strong in (430, 2_200)}
+    cfg = load_config("quick", {"budget": "9m"})
+    plans = {(strong, seconds): budget.choose(cfg, seconds, speeds[strong], *KAGGLE_ROWS, [1, 2],
+                                              dict.fromkeys(speeds[strong], 1.33))
+             for strong in speeds for seconds in (240, 540)}
+    slow = plans[430, 240]
+    assert (slow["architecture"], slow["members"], slow["jobs"]) != ("strong", 1, 1), slow
+    slow, fast = plans[430, 540], plans[2_200, 540]
+    cost = {net: 1 / speed for net, speed in RELATIVE_SPEED["bf16"].items()}
+    assert cost[slow["architecture"]] < cost[fast["architecture"]] or slow["jobs"] > fast["jobs"], (slow, fast)
+    for plan in plans.values():
+        assert plan["planned_seconds"] <= plan["seconds_left"] and plan["runner_up"] is not None
+        assert plan["predicted_accuracy"] >= plan["runner_up"]["predicted_accuracy"]
+
+
+def test_more_time_or_a_faster_machine_never_predicts_less():
+    figures = [_plan(seconds, strong)["predicted_accuracy"] for seconds, strong in
+               ((120, 430), (240, 430), (540, 430), (540, 1_100), (540, 2_200), (1_200, 2_200))]
+    assert figures == sorted(figures)
+
+
+def test_predicted_accuracy_grows_with_epochs_and_members_then_levels_off():
+    net = next(iter(budget.plan_table.ACCURACY))
+    first = budget.plan_table.ACCURACY[net][0][0]
+    by_epochs = [budget.predicted_accuracy(net, e, 1) for e in (first, 1.5 * first, 3 * first, 6 * first, 40, 80)]
+    assert by_epochs == sorted(by_epochs) and by_epochs[-1] == by_epochs[-2]  # flat past the table's last point
+    assert budget.predicted_accuracy(net, first / 2, 1) is None  # below what was measured
+    by_members = [budget.predicted_accuracy(net, 2 * first, m) for m in (1, 2, 3, 8, 15)]
+    assert by_members == sorted(by_members)
+    pair = budget.plan_table.PAIR_GAIN * (1 - by_members[0]) ** budget.plan_table.PAIR_GAIN_POWER
+    assert abs(by_members[1] - by_members[0] - pair) < 1e-9 and by_members[-1] - by_members[0] < 2 * pair
+    assert budget.predicted_accuracy("lenet", 8, 1) is None  # not in the table
+
+
+def test_a_net_outside_the_table_gets_the_most_training_images_that_fit():
+    cfg = load_config("tiny", {"budget": "600s"})
+    plan = budget.choose(cfg, 600, {"lenet": {"architecture": "lenet", "train_images_per_second": 3_000,
+                                              "predict_images_per_second": 12_000}}, *KAGGLE_ROWS, [1], {"lenet": 1.0})
+    assert plan["architecture"] == "lenet" and plan["predicted_accuracy"] is None
+    assert plan["planned_seconds"] <= 600 < plan["planned_seconds"] + plan["member_seconds"] + plan["epoch_seconds"]
 
 
 def test_a_budget_too_short_for_one_epoch_still_trains_one():
-    plan = budget.plan(load_config("quick"), 30, _speed(100), 38_640, 3_360, 28_000)
-    assert (plan["members"], plan["epochs"]) == (1, 1)
+    plan = _plan(30, 100)
+    assert (plan["members"], plan["epochs"], plan["jobs"]) == (1, 1, 1) and plan["too_short"]
     assert plan["planned_seconds"] > 30
+
+
+def test_members_at_once_are_planned_only_where_they_measured_faster():
+    assert _plan(540, 1_100, speedup=0.9)["jobs"] == 1  # slower in total: one member at a time
+    assert _plan(540, 1_100, workers=[1])["jobs"] == 1  # --jobs 1
 
 
 @pytest.mark.parametrize("text, seconds", [("10m", 600), ("90s", 90), ("90", 90), ("1.5h", 5400), ("", 0)])
@@ -94,3 +150,31 @@ def test_a_run_writes_tensorboard_events_and_hides_tensorflow_noise(trained_run)
     assert result.returncode == 0
     for noise in ("oneDNN custom operations", "cuda", "absl::InitializeLog"):
         assert noise not in result.stderr, result.stderr
+
+
+def test_digits_plan_shows_the_plan_and_runner_ups_without_training(small_data, tmp_path):
+    """`digits plan` times the candidate nets here and prints what `train` would choose, with the next best."""
+    paths = paths_under(tmp_path)
+    result = run_cli("plan", "--budget", "4m", *path_args(paths), "--data-dir", small_data, check=True)
+    lines = result.stdout.splitlines()
+    for net in budget.plan_table.ACCURACY:
+        assert any(line.startswith(f"{net}: ") and "img/s training" in line for line in lines), result.stdout
+    plans = [line for line in lines if line.lstrip().startswith(("plan:", "or:"))]
+    assert plans[0].lstrip().startswith("plan: ") and len(plans) >= 2
+    assert all("predicted test accuracy" in line and "member(s) x" in line for line in plans)
+    assert not paths.models_dir.exists()  # nothing trained, no run folder
+
+
+def test_a_budgeted_auto_run_records_its_choice_in_the_manifest(small_data, tmp_path):
+    """The first line names the chosen net and its runner-up; manifest.json keeps both and the speeds measured."""
+    paths = paths_under(tmp_path)
+    result = run_cli("train", "--budget", "75s", "--set", "max_train_rows=1000", *path_args(paths),
+                     "--data-dir", small_data, check=True)
+    run_dir = next(paths.models_dir.glob("quick-*"))
+    plan = json.loads((run_dir / "manifest.json").read_text())["budget_plan"]
+    assert set(plan["speeds"]) == set(budget.plan_table.ACCURACY)
+    assert plan["architecture"] in budget.plan_table.ACCURACY and plan["runner_up"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["architectures"] == [plan["architecture"]] and config["members"] == plan["members"]
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("this machine: ") and f"of {plan['architecture']}" in first and "runner-up: " in first

@@ -63,10 +63,10 @@ def test_set_without_equals_sign():
 
 def test_set_parses_text_as_the_field_type():
     cfg = load_config("tiny", parse_set_options(
-        ["epochs=3", "learning_rate=1e-3", "mixed_precision=false", "tta=yes", "architectures=lenet, small",
+        ["epochs=3", "learning_rate=1e-3", "mixed_precision=false", "tta=yes", "architectures=lenet, lite",
          "name=mine", "rotation_degrees=5"]))
     assert (cfg.epochs, cfg.learning_rate, cfg.mixed_precision, cfg.tta) == (3, 1e-3, False, True)
-    assert cfg.architectures == ("lenet", "small") and cfg.name == "mine" and cfg.rotation_degrees == 5.0
+    assert cfg.architectures == ("lenet", "lite") and cfg.name == "mine" and cfg.rotation_degrees == 5.0
     assert isinstance(cfg.rotation_degrees, float)
     assert load_config("tiny", {"epochs": 4}).epochs == 4  # --epochs N arrives as an int
 

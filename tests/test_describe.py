@@ -7,14 +7,14 @@ from digits.models import make_model
 
 
 def test_describe_cycles_architectures_over_members():
-    cfg = apply_overrides(load_config("tiny"), {"members": 3, "architectures": ["lenet", "small"]}, "test")
+    cfg = apply_overrides(load_config("tiny"), {"members": 3, "architectures": ["lenet", "lite"]}, "test")
     text = describe.describe(cfg)
-    lenet, small = make_model("lenet").count_params(), make_model("small").count_params()
+    lenet, lite = make_model("lenet").count_params(), make_model("lite").count_params()
     assert "lenet (members 0, 2)" in text
-    assert "small (member 1)" in text
+    assert "lite (member 1)" in text
     assert f"params: {lenet:,} (trainable {lenet:,}, non-trainable 0)" in text
-    assert f"params: {small:,} (trainable" in text  # small has BatchNormalization: some non-trainable
-    assert f"total: {2 * lenet + small:,} params in 3 member(s) (2 x lenet, 1 x small)" in text
+    assert f"params: {lite:,} (trainable" in text  # lite has BatchNormalization: some non-trainable
+    assert f"total: {2 * lenet + lite:,} params in 3 member(s) (2 x lenet, 1 x lite)" in text
     assert "Conv2D" in text and "(None, 28, 28, 32)" in text and "(None, 10)" in text
 
 

@@ -45,7 +45,7 @@ def test_a_one_cycle_model_loads_in_a_fresh_process(tmp_path):
     from digits.member import build_model
 
     cfg = load_config("quick", {"schedule": "onecycle"})
-    model = build_model(cfg, "small", steps_per_epoch=10)
+    model = build_model(cfg, "lite", steps_per_epoch=10)
     model.save(tmp_path / "m.keras")
     code = (f"from digits.models import load_model; m = load_model({str(tmp_path / 'm.keras')!r}, "
             "for_training=True); print(type(m.optimizer._learning_rate).__name__, "

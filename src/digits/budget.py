@@ -1,21 +1,33 @@
-"""Fit a run into a wall-clock budget: measure this machine's training speed, then plan members and epochs."""
+"""Fit a run into a wall-clock budget: time the candidate nets here, then choose the net, members, epochs and
+members trained at once whose predicted test accuracy (plan_table.py, from `make bench`) is best in the time."""
 
 import dataclasses
 import logging
 import math
+import os
 import time
 
 import numpy as np
 
+from . import plan_table
 from .config import TrainConfig, budget_seconds
+from .gpus import gpu_count
 
 log = logging.getLogger(__name__)
 
 MAX_MEMBERS = 15  # the best public kernel's ensemble size; more adds little
+MAX_EPOCHS = 45  # the Kaggle recipe's epochs; past the table's last point the planner adds members instead
 FINISH_SECONDS = 15.0  # ensembling, the submission and the report after the last member
 MEMBER_SECONDS = 8.0  # building and tracing a member's model, saving its files
 EPOCH_SECONDS = 1.0  # checkpoints written after each epoch
+WORKERS_SECONDS = 8.0  # starting the worker processes that train members at once, TensorFlow imported in each
 SAFETY = 0.95  # speeds drift on a shared machine: plan for 95% of what is left
+TIMED_IMAGES = 4096  # images timed per candidate net, after the first call (tracing, oneDNN's first calls)
+
+
+def candidates(cfg: TrainConfig) -> list[str]:
+    """The nets a budget may choose from: the table's under `architectures = ["auto"]`, else the config's first."""
+    return list(plan_table.ACCURACY) if cfg.architectures == ("auto",) else [cfg.architectures[0]]
 
 
 def measure(cfg: TrainConfig, pixels: np.ndarray, labels: np.ndarray, architecture: str) -> dict:
@@ -26,7 +38,7 @@ def measure(cfg: TrainConfig, pixels: np.ndarray, labels: np.ndarray, architectu
     batch = cfg.batch_size
     call = min(cfg.steps_per_execution, max(2, math.ceil(1024 / batch)))  # steps per call into TensorFlow
     cfg = dataclasses.replace(cfg, steps_per_execution=call)
-    calls = max(4, math.ceil(6144 / (call * batch)))  # the first traces and fills the pipeline; the rest are timed
+    calls = 1 + max(3, math.ceil(TIMED_IMAGES / (call * batch)))  # the first traces and fills the pipeline
     setup_tensorflow(cfg, cfg.seed)
     images = to_images(pixels[: calls * call * batch])
     labels = np.asarray(labels[: len(images)], np.int32)
@@ -46,37 +58,198 @@ def measure(cfg: TrainConfig, pixels: np.ndarray, labels: np.ndarray, architectu
             "predict_images_per_second": round(predict_speed, 1)}
 
 
-def plan(cfg: TrainConfig, seconds_left: float, speed: dict, rows: int, holdout_rows: int, test_rows: int) -> dict:
-    """Members and epochs that fill `seconds_left`: members of `cfg.epochs` epochs each while they fit, then
-    the time over is spread as extra epochs (at most twice `cfg.epochs`); at least one member of one epoch."""
-    predict_passes = 5 if cfg.tta else 1
-    epoch = rows / speed["train_images_per_second"] + holdout_rows / speed["predict_images_per_second"] + EPOCH_SECONDS
-    member = (holdout_rows + test_rows) * predict_passes / speed["predict_images_per_second"] + MEMBER_SECONDS
+def predicted_accuracy(architecture: str, epochs: float, members: int) -> float | None:
+    """Expected test accuracy of `members` averaged members of `epochs` (in the table's epochs), or None if unknown.
+
+    One member's accuracy is interpolated in log(epochs) between the table's points and held flat past the last;
+    below the first point nothing was measured, so nothing is predicted. Averaging two members adds
+    PAIR_GAIN x error ** PAIR_GAIN_POWER (fitted: weak members gain more), M members twice that times (1 - 1/M).
+    """
+    points = plan_table.ACCURACY.get(architecture)
+    if not points or epochs < points[0][0] * 0.999:
+        return None
+    single = float(np.interp(math.log(epochs), np.log([e for e, _ in points]), [a for _, a in points]))
+    pair_gain = plan_table.PAIR_GAIN * (1 - single) ** plan_table.PAIR_GAIN_POWER
+    return single + 2 * pair_gain * (1 - 1 / members)
+
+
+def parallel_speedup(net: str, environ=None) -> float:
+    """Total training speed of one single-thread member per core over one member using every core (plan_table);
+    a net not timed takes the least of the others; 1.0 where nothing was measured for this CPU class."""
+    from .member import compute_policy
+
+    speedups = plan_table.PARALLEL_SPEEDUP.get(compute_policy(True, environ), {})
+    return speedups.get(net, min(speedups.values(), default=1.0))
+
+
+def options(cfg: TrainConfig, seconds_left: float, speeds: dict, rows: int, holdout_rows: int, test_rows: int,
+            workers: list[int], speedup: dict, epochs: int = 0) -> list[dict]:
+    """Every plan that fits: per net, per count of members at once (`workers`), per members; best first.
+
+    `speedup`: per net, how much faster members at once train in total than one (parallel_speedup).
+    `speeds` are per net, measured with every core in one process; `epochs` fixed (growing a run) or 0 (as many as
+    fit, up to MAX_EPOCHS). Members run in waves of `jobs`. Nets outside the table have no predicted accuracy: for
+    them the most training images win.
+    """
     usable = seconds_left * SAFETY - FINISH_SECONDS
-    members = max(1, min(MAX_MEMBERS, math.floor(usable / (member + cfg.epochs * epoch))))
-    epochs = max(1, min(2 * cfg.epochs, math.floor((usable / members - member) / epoch)))
-    return {"members": members, "epochs": epochs, "architecture": speed["architecture"],
+    found = []
+    for net, speed in speeds.items():
+        for jobs in workers:
+            epoch, member = _seconds(cfg, speed, jobs, speedup.get(net, 1.0), rows, holdout_rows, test_rows)
+            for members in range(jobs if jobs > 1 else 1, MAX_MEMBERS + 1):
+                start = WORKERS_SECONDS if jobs > 1 else 0.0
+                fit = math.floor(((usable - start) / math.ceil(members / jobs) - member) / epoch)
+                if fit < max(1, epochs):
+                    break
+                found.append(_option_for(net, jobs, members, epochs or min(MAX_EPOCHS, fit), epoch, member, rows))
+    return sorted(found, key=_rank)
+
+
+def _seconds(cfg: TrainConfig, speed: dict, jobs: int, speedup: float, rows: int, holdout_rows: int,
+             test_rows: int) -> tuple[float, float]:
+    """Seconds of one epoch (training and the holdout check) and a member's fixed cost (build, predict, save)."""
+    share = (speedup if jobs > 1 else 1.0) / jobs  # each member's part of the machine's speed
+    train_speed = speed["train_images_per_second"] * share
+    predict_speed = speed["predict_images_per_second"] * share
+    epoch = rows / train_speed + holdout_rows / predict_speed + EPOCH_SECONDS
+    member = (holdout_rows + test_rows) * (5 if cfg.tta else 1) / predict_speed + MEMBER_SECONDS
+    return epoch, member
+
+
+def _option_for(net: str, jobs: int, members: int, epochs: int, epoch: float, member: float, rows: int) -> dict:
+    seconds = math.ceil(members / jobs) * (member + epochs * epoch) + FINISH_SECONDS
+    seconds += WORKERS_SECONDS if jobs > 1 else 0.0
+    return {"architecture": net, "members": members, "epochs": epochs, "jobs": jobs,
+            "threads": max(1, (os.cpu_count() or 1) // jobs),
+            "predicted_accuracy": predicted_accuracy(net, epochs * rows / plan_table.TRAIN_ROWS, members),
             "epoch_seconds": round(epoch, 1), "member_seconds": round(member + epochs * epoch, 1),
-            "planned_seconds": round(members * (member + epochs * epoch) + FINISH_SECONDS, 1),
-            "seconds_left": round(seconds_left, 1), **speed}
+            "planned_seconds": round(seconds, 1), "images": members * epochs * rows}
 
 
-def fit_to_budget(cfg: TrainConfig, pixels, labels, test_rows: int, started: float) -> tuple:
-    """`cfg` with members, epochs and plateau patience planned for its budget (from `started`), and the plan."""
-    budget = budget_seconds(cfg.budget)
+def _rank(option: dict) -> tuple:
+    """Higher predicted accuracy first (to 0.01 points), then more training images, then less time."""
+    accuracy = option["predicted_accuracy"]
+    return (-(round(accuracy, 4) if accuracy is not None else -1.0), -option["images"], option["planned_seconds"])
+
+
+def runner_up(ranked: list[dict]) -> dict | None:
+    """The best plan with another net, or else with another number of members at once."""
+    best = ranked[0]
+    for key in ("architecture", "jobs"):
+        other = [o for o in ranked if o[key] != best[key]]
+        other = [o for o in other if o["predicted_accuracy"] is not None] or other
+        if other:
+            return other[0]
+    return ranked[1] if len(ranked) > 1 else None
+
+
+def worker_choices(jobs) -> list[int]:
+    """Members at once to consider: `jobs` if given; else one per GPU where there are GPUs, else 1 and all cores."""
+    if jobs not in (None, "auto"):
+        return [int(jobs)]
+    gpus = gpu_count()
+    if gpus:
+        return [gpus]
+    cores = os.cpu_count() or 1
+    return [1, cores] if cores > 1 else [1]
+
+
+def without_budget(cfg: TrainConfig) -> TrainConfig:
+    """With no budget to plan for, `architectures = ["auto"]` means the strong net."""
+    return dataclasses.replace(cfg, architectures=("strong",)) if cfg.architectures == ("auto",) else cfg
+
+
+def auto_jobs(cfg: TrainConfig) -> int:
+    """`--jobs auto` without a budget: one member per GPU; else one per core where that measured faster."""
+    gpus = gpu_count()
+    if gpus:
+        return min(gpus, cfg.members)
+    cores = os.cpu_count() or 1
+    return min(cores, cfg.members) if cores > 1 and parallel_speedup(cfg.architectures[0]) > 1.0 else 1
+
+
+def make_plan(cfg: TrainConfig, pixels, labels, test_rows: int, started: float, jobs="auto", epochs: int = 0) -> dict:
+    """Time the candidate nets here, then `choose` the plan for the budget left since `started`."""
+    speeds = {net: measure(cfg, pixels, labels, net) for net in candidates(cfg)}
+    seconds_left = budget_seconds(cfg.budget) - (time.time() - started)
     holdout_rows = math.ceil(len(labels) * cfg.holdout_fraction)
-    speed = measure(cfg, pixels, labels, cfg.architectures[0])
-    seconds_left = budget - (time.time() - started)
-    the_plan = {"budget_seconds": budget, **plan(cfg, seconds_left, speed, len(labels) - holdout_rows,
-                                                 holdout_rows, test_rows)}
-    log.info(f"this machine: {speed['train_images_per_second']:,.0f} img/s training, "
-             f"{speed['predict_images_per_second']:,.0f} img/s predicting; plan: {the_plan['members']} member(s) x "
-             f"{the_plan['epochs']} epochs of {speed['architecture']}, ~{the_plan['planned_seconds'] / 60:.1f} min "
-             f"of the {seconds_left / 60:.1f} min left in the {cfg.budget} budget")
-    if the_plan["planned_seconds"] > seconds_left:
+    speedup = {net: 1.0 if gpu_count() else parallel_speedup(net) for net in speeds}
+    return choose(cfg, seconds_left, speeds, len(labels) - holdout_rows, holdout_rows, test_rows,
+                  worker_choices(jobs), speedup, epochs)
+
+
+def choose(cfg: TrainConfig, seconds_left: float, speeds: dict, rows: int, holdout_rows: int, test_rows: int,
+           workers: list[int], speedup: dict, epochs: int = 0) -> dict:
+    """The best of `options` (at least one member of one epoch on the fastest net), with the runner-up and others."""
+    ranked = options(cfg, seconds_left, speeds, rows, holdout_rows, test_rows, workers, speedup, epochs)
+    if not ranked:  # not even one epoch fits: train one anyway, on the fastest net
+        net = max(speeds, key=lambda n: speeds[n]["train_images_per_second"])
+        epoch, member = _seconds(cfg, speeds[net], 1, 1.0, rows, holdout_rows, test_rows)
+        ranked = [{**_option_for(net, 1, 1, epochs or 1, epoch, member, rows), "too_short": True}]
+    best = dict(ranked[0])
+    best.update(budget_seconds=budget_seconds(cfg.budget), seconds_left=round(seconds_left, 1), speeds=speeds,
+                parallel_speedup=speedup, runner_up=runner_up(ranked), alternatives=ranked[1:6],
+                plateau_patience=max(1, round(best["epochs"] / 8)),  # about one halving per eighth of the run
+                **{k: v for k, v in speeds[best["architecture"]].items() if k != "architecture"})
+    return best
+
+
+def describe(the_plan: dict) -> str:
+    """The plan in one line: what was measured, what it chose and predicts, and the runner-up."""
+    speeds = ", ".join(f"{net} {s['train_images_per_second']:,.0f}" for net, s in the_plan["speeds"].items())
+    line = (f"this machine: {speeds} img/s training ({the_plan['predict_images_per_second']:,.0f} img/s predicting); "
+            f"plan: {_option(the_plan)}, ~{the_plan['planned_seconds'] / 60:.1f} min of the "
+            f"{the_plan['seconds_left'] / 60:.1f} min left in the {_budget_text(the_plan)} budget")
+    if the_plan.get("runner_up"):
+        line += f"; runner-up: {_option(the_plan['runner_up'])}"
+    return line
+
+
+def _option(option: dict) -> str:
+    at_once = f", {option['jobs']} at a time ({option['threads']} thread(s) each)" if option["jobs"] > 1 else ""
+    accuracy = option["predicted_accuracy"]
+    predicted = f", predicted test accuracy {accuracy:.2%}" if accuracy is not None else ""
+    return f"{option['members']} member(s) x {option['epochs']} epochs of {option['architecture']}{at_once}{predicted}"
+
+
+def _budget_text(the_plan: dict) -> str:
+    seconds = the_plan["budget_seconds"]
+    return f"{seconds / 60:g}m" if seconds % 60 == 0 else f"{seconds:g}s"
+
+
+def fit_to_budget(cfg: TrainConfig, pixels, labels, test_rows: int, started: float, jobs="auto") -> tuple:
+    """`cfg` with net, members, epochs and plateau patience planned for its budget (from `started`), and the plan."""
+    the_plan = make_plan(cfg, pixels, labels, test_rows, started, jobs)
+    log.info(describe(the_plan))
+    if the_plan.get("too_short"):
         log.warning(f"warning: the budget is too short for even one epoch here "
                     f"(~{the_plan['epoch_seconds']:.0f} s each); training one anyway")
-    patience = max(1, round(the_plan["epochs"] / 8))  # about one chance to halve the rate per eighth of the run
-    the_plan["plateau_patience"] = patience
-    cfg = dataclasses.replace(cfg, members=the_plan["members"], epochs=the_plan["epochs"], plateau_patience=patience)
+    cfg = dataclasses.replace(cfg, members=the_plan["members"], epochs=the_plan["epochs"],
+                              architectures=(the_plan["architecture"],), plateau_patience=the_plan["plateau_patience"])
     return cfg, the_plan
+
+
+def plan_more_members(cfg: TrainConfig, budget: str, pixels, labels, test_rows: int, started: float,
+                      jobs="auto") -> dict:
+    """How many more members of the run's net and `cfg.epochs` epochs fit in `budget` from `started` (at least one)."""
+    net = cfg.architectures[cfg.members % len(cfg.architectures)]  # the first new member's
+    grown = dataclasses.replace(cfg, budget=budget, architectures=(net,))
+    the_plan = make_plan(grown, pixels, labels, test_rows, started, jobs, epochs=cfg.epochs)
+    log.info(f"this machine: {the_plan['train_images_per_second']:,.0f} img/s training; plan: {the_plan['members']} "
+             f"more member(s) x {cfg.epochs} epochs, ~{the_plan['planned_seconds'] / 60:.1f} min of the "
+             f"{the_plan['seconds_left'] / 60:.1f} min left in the {budget} budget")
+    return the_plan
+
+
+def plan_table_text(the_plan: dict) -> str:
+    """`digits plan`: the speeds measured, then the chosen plan and the next best, one line each."""
+    lines = [f"{net}: {s['train_images_per_second']:,.0f} img/s training, {s['predict_images_per_second']:,.0f} "
+             f"img/s predicting (one member on every core)" for net, s in the_plan["speeds"].items()]
+    faster = {net: x for net, x in the_plan["parallel_speedup"].items() if x != 1.0}
+    if faster:
+        lines.append("members at once train faster in total than one, by (plan_table): "
+                     + ", ".join(f"{net} {x:.2f}x" for net, x in faster.items()))
+    lines.append(f"budget: {_budget_text(the_plan)}, {the_plan['seconds_left'] / 60:.1f} min left after timing")
+    for label, option in [("plan", the_plan), *(("or", o) for o in the_plan["alternatives"])]:
+        lines.append(f"{label:>4}: {_option(option)}, ~{option['planned_seconds'] / 60:.1f} min")
+    return "\n".join(lines)

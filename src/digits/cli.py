@@ -4,11 +4,12 @@ import argparse
 import errno
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import logs, runs
 from .config import Paths, kaggle_paths, load_config, parse_set_options, running_on_kaggle
-from .errors import DigitsError
+from .errors import DigitsError, InputError
 
 
 def _paths(args) -> Paths:
@@ -27,7 +28,39 @@ def _config(args):
     for key in ("epochs", "members", "seed", "budget"):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
-    return load_config(args.config, overrides)
+    return load_config(args.config or "quick", overrides)
+
+
+def _resume_changes(args) -> dict:
+    """What `train --resume RUN` was asked to change in the run's saved config (--set, --members, ...)."""
+    if args.config:
+        raise InputError(f"--config {args.config} with --resume {args.resume}: a run keeps the config it started with; "
+                         "drop --config (grow the run with --members N or --budget 10m)")
+    changes = parse_set_options(args.set)
+    for key in ("epochs", "members", "seed"):
+        if getattr(args, key, None) is not None:
+            changes[key] = getattr(args, key)
+    return changes
+
+
+def _jobs(text: str):
+    """`--jobs`: 'auto' or a positive whole number."""
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def cmd_plan(args):
+    from . import budget, train
+
+    cfg = _config(args)
+    if not cfg.budget:
+        raise InputError("digits plan: give a budget, e.g. --budget 10m (or a config with one)")
+    inputs = train.load_inputs(_paths(args), cfg.max_train_rows)
+    the_plan = budget.make_plan(cfg, inputs.pixels, inputs.labels, len(inputs.test_pixels), time.time(), args.jobs)
+    print(budget.plan_table_text(the_plan))
 
 
 def cmd_download(args):
@@ -52,7 +85,9 @@ def cmd_train(args):
     paths = _paths(args)
     common = dict(force=args.force, jobs=args.jobs, cluster=args.cluster)
     if args.resume:
-        metrics = train.resume(runs.resolve(args.resume, paths.models_dir), paths, **common)
+        changes = _resume_changes(args)
+        metrics = train.resume(runs.resolve(args.resume, paths.models_dir), paths, changes=changes,
+                               budget=args.budget or "", **common)
     else:
         metrics = train.train(_config(args), paths, **common)
     if getattr(args, "kaggle", False) or running_on_kaggle():
@@ -63,12 +98,39 @@ def cmd_train(args):
 
 
 def cmd_ensemble(args):
-    from . import ensemble
-
     paths = _paths(args)
-    members = [int(m) for m in args.members.split(",")] if args.members else None
-    metrics = ensemble.finish(runs.resolve(args.run, paths.models_dir), paths, members)
+    run_dirs = [runs.resolve(run, paths.models_dir) for run in args.run]
+    if len(run_dirs) == 1:
+        from . import ensemble
+
+        members = _member_list(args.members) if args.members else None
+        metrics = ensemble.finish(run_dirs[0], paths, members)
+    else:
+        from . import blend
+
+        metrics = blend.blend(run_dirs, paths, _member_lists(args.members, len(run_dirs)) if args.members else None)
     print(metrics["submission"])
+
+
+def _member_list(text: str) -> list[int]:
+    try:
+        return [int(m) for m in text.split(",")]
+    except ValueError:
+        raise InputError(f"--members {text!r}: expected comma-separated member indices such as 0,2") from None
+
+
+def _member_lists(text: str, count: int) -> list[list[int]]:
+    """`0,2` (the same members of every run) or `0,1/0` (members of each run in turn, split by '/')."""
+    groups = text.split("/") if "/" in text else [text] * count
+    if len(groups) != count:
+        raise InputError(f"--members {text!r}: expected {count} groups split by '/' (one per run), got {len(groups)}")
+    return [_member_list(group) for group in groups]
+
+
+def cmd_runs(args):
+    from . import overview
+
+    overview.command(_paths(args), as_json=args.json)
 
 
 def cmd_evaluate(args):
@@ -144,20 +206,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="download again even if valid files are there")
 
     p = command("train", cmd_train, "Train the ensemble and write a submission (resumes an interrupted run).")
-    p.add_argument("--config", default="quick", help="a name in configs/ or a .toml path (default: quick)")
+    p.add_argument("--config", help="a name in configs/ or a .toml path (default: quick)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--members", type=int)
+    p.add_argument("--members", type=int, help="with --resume: grow the run to N members (only the new ones train)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--budget", help="wall-clock budget such as 10m or 90s: plan members and epochs to fit it")
+    p.add_argument("--budget", help="wall-clock budget such as 10m or 90s: plan members and epochs to fit it "
+                   "(with --resume: add as many members as fit)")
     p.add_argument("--force", action="store_true", help="start the run over even if it finished")
-    p.add_argument("--resume", metavar="RUN", help="continue this run folder with its saved config")
-    p.add_argument("--jobs", type=int, default=1, help="train N members at once (joblib processes)")
+    p.add_argument("--resume", metavar="RUN", help="continue this run folder (id, folder or 'latest') with its saved "
+                   "config; --members/--budget grow it")
+    p.add_argument("--jobs", type=_jobs, default="auto", help="train N members at once (joblib processes); "
+                   "auto (default): one per GPU, else what the budget plan chose, else one per core where measured "
+                   "faster")
     p.add_argument("--cluster", help="Dask scheduler address, e.g. tcp://scheduler:8786")
 
-    p = command("ensemble", cmd_ensemble, "Average saved member probabilities (any subset) into a submission.")
-    p.add_argument("run", help="run id, run folder, or 'latest'")
-    p.add_argument("--members", help="comma-separated member indices (default: all finished)")
+    p = command("plan", cmd_plan, "Show the plan a time budget buys on this machine, and the runner-ups, "
+                "without training (the same planner as train).")
+    p.add_argument("--config", help="a name in configs/ or a .toml path (default: quick)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    p.add_argument("--budget", help="wall-clock budget such as 10m or 90s (default: the config's)")
+    p.add_argument("--jobs", type=_jobs, default="auto", help="members at once to plan for (default: auto)")
+
+    p = command("ensemble", cmd_ensemble, "Average saved member probabilities (any subset) into a submission; "
+                "given several runs, blend them.")
+    p.add_argument("run", nargs="+", help="run id, run folder, or 'latest'; several runs are blended")
+    p.add_argument("--members", help="comma-separated member indices (default: all finished); with several runs "
+                   "the same for each, or one group per run split by '/' (0,1/0)")
+
+    p = command("runs", cmd_runs, "List the runs, newest first: members, nets, accuracy, minutes, state, submission.")
+    p.add_argument("--json", action="store_true", help="print the same as JSON")
 
     p = command("evaluate", cmd_evaluate, "Score a submission against held-back answers.")
     p.add_argument("submission", nargs="?", default="latest", help="a submission CSV, or 'latest'")

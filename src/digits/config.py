@@ -12,7 +12,7 @@ CONFIGS_DIR = PROJECT_ROOT / "configs"
 COMPETITION = "digit-recognizer"
 # The names in digits.models.ARCHITECTURES (a test keeps them equal). Kept here so that checking a config
 # does not import Keras: bad input must fail in a second, before TensorFlow loads.
-ARCHITECTURE_NAMES = ("strong", "small", "lenet", "lenet-tutorial", "ann-baseline", "cnn-baseline", "kaggle-rmsprop",
+ARCHITECTURE_NAMES = ("strong", "lite", "lenet", "lenet-tutorial", "ann-baseline", "cnn-baseline", "kaggle-rmsprop",
                       "tf-tutorial", "simple-cnn")
 
 
@@ -52,7 +52,8 @@ class TrainConfig:
     name: str = "quick"
     seed: int = 42
     members: int = 2
-    architectures: tuple[str, ...] = ("strong",)  # cycled over members
+    # cycled over members; ["auto"]: a budget chooses the net (budget.candidates), and without one it is "strong"
+    architectures: tuple[str, ...] = ("auto",)
     epochs: int = 12
     batch_size: int = 128
     learning_rate: float = 3e-3
@@ -168,7 +169,7 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
     for ok, key, expected in checks:
         if not ok:
             raise InputError(f"{source}: key '{key}' must be {expected}, got {getattr(cfg, key)!r}")
-    for arch in cfg.architectures:
+    for arch in () if cfg.architectures == ("auto",) else cfg.architectures:
         if arch not in ARCHITECTURE_NAMES:
             raise InputError(f"{source}: key 'architectures' has unknown {arch!r} "
                              f"(known: {', '.join(ARCHITECTURE_NAMES)})")

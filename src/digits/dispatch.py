@@ -4,19 +4,16 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 from . import runs
 from .errors import DigitsError
+from .gpus import describe_gpu, gpu_count, visible_gpus  # noqa: F401  (gpu_count: dispatch's API)
 
 log = logging.getLogger(__name__)
 SLOTS_DIR = "worker-slots"  # in the run folder: one lock file per worker slot, held by the worker that owns it
 SLOT_WAIT_S = 60.0  # a worker replacing a dead one waits this long for the dead one's slot to be released
-GPU_LINE = re.compile(r"^GPU (\d+): (.+?) \(UUID: ([^)\s]+)\)")  # a line of `nvidia-smi -L`
 _CLAIM: dict = {}  # in a worker process: the slot it holds for its whole life (its lock's fd, its placement)
 
 
@@ -49,53 +46,15 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
     import joblib
 
     slots = placements(jobs, visible_gpus(), os.cpu_count() or 1) if not cluster else []
+    at_once = jobs if not cluster else len(todo)
+    rows = len(train_index)
     with _backend(cluster, Path(run_dir) / SLOTS_DIR, slots):
-        joblib.Parallel(n_jobs=jobs if not cluster else len(todo))(
-            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(runs.member_dir(run_dir, index)), 0, deadline)
-            for index in todo
+        joblib.Parallel(n_jobs=at_once)(
+            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(runs.member_dir(run_dir, index)), 0, deadline,
+                                             (len(todo) - 1 - position) // at_once * rows * cfg.epochs,
+                                             str(run_dir) if position >= at_once or len(todo) < cfg.members else None)
+            for position, index in enumerate(todo)
         )
-
-
-def visible_gpus(environ=None) -> list[dict]:
-    """The GPUs this process may use, without importing TensorFlow: `nvidia-smi -L`, narrowed by CUDA_VISIBLE_DEVICES.
-
-    Each is {"index": nvidia-smi's index, "name": its model, "device": the CUDA_VISIBLE_DEVICES entry that names it}.
-    No nvidia-smi (no NVIDIA driver) means no GPU.
-    """
-    environ = os.environ if environ is None else environ
-    found = _nvidia_smi_gpus()
-    if "CUDA_VISIBLE_DEVICES" not in environ:
-        return found
-    chosen = []
-    for entry in (e.strip() for e in environ["CUDA_VISIBLE_DEVICES"].split(",")):
-        if not entry or entry == "-1" or (entry.lstrip("-").isdigit() and int(entry) < 0):
-            break  # CUDA stops at the first invalid entry; "" and -1 hide every GPU
-        match = [g for g in found if entry in (str(g["index"]), g["device"])
-                 or (entry.startswith("GPU-") and g["device"].startswith(entry))]  # a UUID may be shortened
-        if entry.startswith("MIG-") or match:
-            chosen.append({**(match[0] if match else {"index": None, "name": "MIG instance"}), "device": entry})
-        else:
-            break
-    return chosen
-
-
-def gpu_count(environ=None) -> int:
-    """How many GPUs this process sees (0 without an NVIDIA driver); `--jobs auto` gives each its own worker."""
-    return len(visible_gpus(environ))
-
-
-def _nvidia_smi_gpus() -> list[dict]:
-    """Every GPU `nvidia-smi -L` lists, each named by its UUID (robust to CUDA's device order)."""
-    command = shutil.which("nvidia-smi")
-    if not command:
-        return []
-    try:
-        out = subprocess.run([command, "-L"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as err:
-        log.warning(f"warning: nvidia-smi -L failed ({err}); training without GPU placement")
-        return []
-    lines = [GPU_LINE.match(line.strip()) for line in out.stdout.splitlines()] if out.returncode == 0 else []
-    return [{"index": int(m[1]), "name": m[2], "device": m[3]} for m in lines if m]
 
 
 def placements(jobs: int, gpus: list[dict], cores: int) -> list[dict]:
@@ -114,13 +73,6 @@ def placements(jobs: int, gpus: list[dict], cores: int) -> list[dict]:
             env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"  # the parent (budget planner, manifest) may hold some memory
         slots.append({"slot": slot, "threads": threads, "gpu": gpu, "env": env})
     return slots
-
-
-def describe_gpu(gpu: dict | None) -> str:
-    """A GPU as a log line names it: `GPU 1 (Tesla T4)`; `the CPU` for none."""
-    if not gpu:
-        return "the CPU"
-    return f"GPU {gpu['index'] if gpu['index'] is not None else gpu['device']} ({gpu['name']})"
 
 
 def claim_slot(slots_dir: str, slots: list[dict]):
@@ -150,17 +102,26 @@ def claim_slot(slots_dir: str, slots: list[dict]):
         time.sleep(0.5)
 
 
-def _train_in_worker(cfg, index, arrays, member_dir, threads, deadline):
-    """Entry point in a worker process: import TensorFlow there, not in the parent, after claim_slot pinned its GPU."""
+def _train_in_worker(cfg, index, arrays, member_dir, threads, deadline, images_after=0, skippable_in=None):
+    """Entry point in a worker process: import TensorFlow there, not in the parent, after claim_slot pinned its GPU.
+
+    `images_after`: images of the later waves of members, for the run's ETA (each wave trains at this one's speed).
+    A member that would start past the `deadline` is left for a rerun if `skippable_in` (its run folder) already has
+    a finished member, as in-process; members of the first wave always train, so the run ends with a submission.
+    """
     from . import logs
-    from .member import train_member
 
     logs.to_stdout()
+    if deadline is not None and time.time() >= deadline and skippable_in and runs.finished_members(Path(skippable_in)):
+        log.info(f"budget spent: member {index} not trained (rerun the command to train it)")
+        return None
+    from .member import train_member
+
     placement = _CLAIM.get("placement") or {"threads": threads, "gpu": None}
     log.info(f"member {index + 1}/{cfg.members}: worker {os.getpid()} (slot {placement.get('slot', '-')}) trains it "
              f"on {describe_gpu(placement['gpu'])}")
     return train_member(cfg, index, *arrays, member_dir, threads=placement["threads"], deadline=deadline,
-                        gpu=placement["gpu"])
+                        gpu=placement["gpu"], images_after=images_after)
 
 
 @contextlib.contextmanager

@@ -61,14 +61,16 @@ def versions() -> dict:
             "numpy": numpy.__version__, "cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version")}
 
 
-def start(run_dir: Path, cfg: TrainConfig, inputs_sha256: dict, started: float, plan: dict | None = None):
+def start(run_dir: Path, cfg: TrainConfig, inputs_sha256: dict, started: float, plan: dict | None = None,
+          jobs: int = 1):
     """Write the manifest when a run starts."""
     manifest = {
         "inputs_sha256": inputs_sha256,
         "config": cfg.to_dict(),
         "schedule": describe_schedule(cfg),
         "budget_plan": plan,
-        "seeds": [cfg.seed * 1000 + i for i in range(cfg.members)],
+        "jobs": jobs,  # members trained at once: a rerun keeps it, as each member's bytes depend on its threads
+        "seeds": _seeds(cfg),
         "versions": versions(),
         "git_commit": _git("rev-parse", "HEAD") or None,
         "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
@@ -79,10 +81,34 @@ def start(run_dir: Path, cfg: TrainConfig, inputs_sha256: dict, started: float, 
     atomic.write_text(Path(run_dir) / runs.MANIFEST_FILE, json.dumps(manifest, indent=2))
 
 
+def _seeds(cfg: TrainConfig) -> list[int]:
+    """Each member's seed (as member.member_seed draws it): the run's seed and the member's index only."""
+    return [cfg.seed * 1000 + i for i in range(cfg.members)]
+
+
+def grow(run_dir: Path, cfg: TrainConfig, members_before: int, started: float, plan: dict | None = None):
+    """Record that the run grows to `cfg.members` members: its config and seeds, and an entry in `growths`."""
+    manifest = read(run_dir)
+    growths = manifest.setdefault("growths", [])
+    entry = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+             "members_before": members_before}
+    if growths and growths[-1]["finished"] is None:  # an interrupted growth, asked again: still one entry
+        entry = {key: growths.pop()[key] for key in ("started", "members_before")}
+    growths.append({**entry, "members": cfg.members, "budget_plan": plan, "finished": None, "train_seconds": None})
+    manifest.update(config=cfg.to_dict(), schedule=describe_schedule(cfg), seeds=_seeds(cfg), finished=None)
+    atomic.write_text(Path(run_dir) / runs.MANIFEST_FILE, json.dumps(manifest, indent=2))
+
+
 def finish(run_dir: Path):
-    """Stamp the manifest with the time training finished."""
+    """Stamp the manifest with the time training finished, and close a growth whose members all finished."""
     manifest = read(run_dir)
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    growth = (manifest.get("growths") or [{}])[-1]
+    if growth and growth["finished"] is None:
+        infos = [runs.member_info(run_dir, i) for i in range(growth["members_before"], growth["members"])]
+        if all(infos):
+            growth["finished"] = manifest["finished"]
+            growth["train_seconds"] = round(sum(info["train_seconds"] for info in infos), 2)
     atomic.write_text(Path(run_dir) / runs.MANIFEST_FILE, json.dumps(manifest, indent=2))
 
 

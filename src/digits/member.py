@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, dispatch, progress, runs
+from . import atomic, progress, runs
 from .config import TrainConfig
 from .data import to_images
+from .gpus import describe_gpu
 from .models import OneCycle, load_model, make_model, make_optimizer
 from .quiet import import_tensorflow
 
@@ -26,13 +27,17 @@ def member_seed(cfg: TrainConfig, index: int) -> int:
 
 
 def setup_tensorflow(cfg: TrainConfig, seed: int, threads: int = 0):
-    """Seed everything, make ops deterministic, and pick the compute precision for this machine."""
-    if threads:
-        try:
+    """Seed everything, make ops deterministic, and pick the compute precision for this machine.
+
+    Ops run one at a time (one inter-op thread; each op still uses `threads`, or every core): as fast on these nets,
+    and no op's work depends on what else happens to run beside it.
+    """
+    try:
+        if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass  # already initialised in this process; keep its settings
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised in this process; keep its settings
     keras.utils.set_random_seed(seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -134,9 +139,9 @@ def predict_probs(model, images: np.ndarray, batch_size: int = 1024, tta: bool =
     return probs / np.float32(5.0)
 
 
-def build_model(cfg: TrainConfig, architecture: str, steps_per_epoch: int) -> keras.Model:
-    """The member's network, compiled with the config's optimizer, schedule and speed settings."""
-    model = make_model(architecture, l2=cfg.l2, dropout=cfg.dropout)
+def build_model(cfg: TrainConfig, architecture: str, steps_per_epoch: int, seed: int | None = None) -> keras.Model:
+    """The member's network (initial weights from `seed`), compiled with the config's optimizer and schedule."""
+    model = make_model(architecture, l2=cfg.l2, dropout=cfg.dropout, seed=seed)
     total_steps = cfg.epochs * steps_per_epoch
     rate = OneCycle(cfg.learning_rate, total_steps) if cfg.schedule == "onecycle" else cfg.learning_rate
     model.compile(
@@ -165,7 +170,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     """Train member `index` into `member_dir`, continuing from its last finished epoch if any.
 
     `images_after` (images the members after this one will train on) feeds the run's ETA; past `deadline`
-    (a time.time()) no further epoch starts, and the best epoch so far is kept. `gpu` (dispatch.visible_gpus's
+    (a time.time()) no further epoch starts, and the best epoch so far is kept. `gpu` (gpus.visible_gpus's
     entry this process was given) is recorded in done.json, or null if TensorFlow sees no GPU.
     """
     member_dir = Path(member_dir)
@@ -179,7 +184,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     images, holdout_images = to_images(pixels), to_images(holdout_pixels)
     labels, holdout_labels = np.asarray(labels, np.int32), np.asarray(holdout_labels, np.int32)
     steps = epoch_steps(len(images), cfg)
-    model = build_model(cfg, architecture, steps)
+    model = build_model(cfg, architecture, steps, seed)
     name = f"member {index + 1}/{cfg.members}"
     checkpoint = EpochCheckpoint(member_dir, seed)
     if checkpoint.state["epochs_done"]:
@@ -231,7 +236,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     }
     checkpoint.remove_backups()
     atomic.write_text(member_dir / runs.DONE_FILE, json.dumps(result, indent=2))
-    where = f", on {dispatch.describe_gpu(gpu)}" if gpu else ""
+    where = f", on {describe_gpu(gpu)}" if gpu else ""
     log.info(f"{name}: holdout accuracy {result['holdout_accuracy']:.4f} (best epoch {result['best_epoch']}){where}")
     return result
 

@@ -21,6 +21,9 @@ HOLDOUT_PROBS_FILE = "holdout_probs.npy"
 TEST_PROBS_FILE = "test_probs.npy"
 DONE_FILE = "done.json"  # written last when a member finishes
 TENSORBOARD_DIR = "tensorboard"
+# models/blends/<blend-id>/: metrics.json and ensemble_*_probs.npy of an average of several runs' members
+# (no config.json, so never taken for a run)
+BLENDS_DIR = "blends"
 
 
 def member_dir(run_dir, index: int) -> Path:
@@ -31,6 +34,23 @@ def member_dir(run_dir, index: int) -> Path:
 def finished_members(run_dir) -> list[int]:
     """Indices of the members whose training finished (their probabilities are saved)."""
     return sorted(int(p.parent.name[1:]) for p in Path(run_dir).glob(f"{MEMBERS_DIR}/m*/{DONE_FILE}"))
+
+
+def member_info(run_dir, index: int) -> dict | None:
+    """What member `index` recorded when it finished (its done.json), or None if it has not finished."""
+    path = member_dir(run_dir, index) / DONE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def unfinished_members(run_dir, planned: int) -> list[int]:
+    """Indices below `planned` whose member has not finished."""
+    finished = set(finished_members(run_dir))
+    return [i for i in range(planned) if i not in finished]
+
+
+def is_complete(run_dir, planned: int) -> bool:
+    """Every one of the `planned` members finished, and the ensemble's metrics are written."""
+    return metrics_file(run_dir).is_file() and not unfinished_members(run_dir, planned)
 
 
 def metrics_file(run_dir, tag: str = "") -> Path:
@@ -55,14 +75,25 @@ def resolve(run, models_dir) -> Path:
     """A run given by path, by id under `models_dir`, or 'latest' (the run started last)."""
     models_dir = Path(models_dir)
     if run == "latest":
-        found = sorted(models_dir.glob(f"*/{CONFIG_FILE}"), key=lambda p: p.stat().st_mtime)
+        found = all_runs(models_dir)
         if not found:
             raise InputError(f"{models_dir}: no runs yet; train one with `make train`")
-        return found[-1].parent
+        return found[0]
     for candidate in (Path(run), models_dir / run):
         if (candidate / CONFIG_FILE).is_file():
             return candidate
     raise InputError(f"run {run!r}: no such run folder (looked in {models_dir})")
+
+
+def all_runs(models_dir) -> list[Path]:
+    """Every run folder under `models_dir`, the one started (or grown) last first."""
+    found = sorted(Path(models_dir).glob(f"*/{CONFIG_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return [p.parent for p in found]
+
+
+def blend_dir(models_dir, blend_id: str) -> Path:
+    """The folder of a blend of several runs: models/blends/<blend-id>."""
+    return Path(models_dir) / BLENDS_DIR / blend_id
 
 
 def latest_submission(submissions_dir) -> Path:

@@ -1,6 +1,7 @@
 """Train an ensemble: check the data, train each member (resumably), then average and submit."""
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -12,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, budget, data, dispatch, ensemble, manifest, report, runs
+from . import atomic, budget, data, describe, dispatch, ensemble, manifest, report, runs
 from .config import Paths, TrainConfig, apply_overrides, budget_seconds, describe_schedule
 from .errors import DigitsError, InputError
+from .gpus import gpu_count
 
 log = logging.getLogger(__name__)
 
@@ -43,38 +45,54 @@ def run_id_for(cfg: TrainConfig, inputs: Inputs) -> str:
     return f"{cfg.name}-{data.sha256_bytes(key.encode())[:8]}"
 
 
-def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs=1, cluster=None) -> dict:
-    """Train every member not yet finished, then ensemble; return the run's metrics."""
+@dataclass
+class Growth:
+    """What `digits train --resume RUN` was asked to change: config fields (more members), or a budget to fill."""
+
+    changes: dict
+    budget: str = ""
+
+
+def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs="auto", cluster=None,
+          grow: Growth | None = None) -> dict:
+    """Train every member not yet finished (growing the run first if asked), then ensemble; return the metrics."""
     started = time.time()
+    if gpu_count():  # the budget planner times nets in this process: leave the GPUs' memory to the workers
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     inputs = load_inputs(paths, cfg.max_train_rows)
     _check_learnable(cfg, paths, inputs)
     run_id = run_id or run_id_for(cfg, inputs)
     run_dir = paths.models_dir / run_id
     with run_lock(run_dir):
-        return _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster)
+        return _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster, grow)
 
 
-def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster) -> dict:
+def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, cluster, grow) -> dict:
     """The body of `train`, run while this process holds the run's lock."""
     if force:
         _clear_run_dir(run_dir)
-    if (run_dir / runs.METRICS_FILE).is_file():
-        return _finish_trained(run_id, run_dir, paths)
     plan = None
     if (run_dir / runs.CONFIG_FILE).is_file():
         cfg = saved_config(run_dir)  # a rerun keeps the plan (members, epochs) the run started with
+        if grow:
+            cfg, plan = _grow(run_dir, cfg, grow, inputs, started)
+        if runs.is_complete(run_dir, cfg.members):
+            return _finish_trained(run_id, run_dir, paths)
     elif cfg.budget:
-        cfg, plan = budget.fit_to_budget(cfg, inputs.pixels, inputs.labels, len(inputs.test_pixels), started)
-    _prepare_run_dir(run_dir, cfg, inputs, started, plan)
+        cfg, plan = budget.fit_to_budget(cfg, inputs.pixels, inputs.labels, len(inputs.test_pixels), started, jobs)
+    else:
+        cfg = budget.without_budget(cfg)
+    jobs = _members_at_once(jobs, cfg, run_dir, plan, cluster)
+    _prepare_run_dir(run_dir, cfg, inputs, started, plan, jobs)
     log.info(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {cfg.epochs} epochs, "
              f"{len(inputs.labels)} rows, schedule {describe_schedule(cfg)}")
     holdout = np.load(run_dir / runs.HOLDOUT_FILE)
-    finished = runs.finished_members(run_dir)
-    todo = [i for i in range(cfg.members) if i not in finished]
+    todo = runs.unfinished_members(run_dir, cfg.members)
     deadline = None
-    if budget_seconds(cfg.budget):
+    seconds = budget_seconds(grow.budget if grow and grow.budget else cfg.budget)
+    if seconds:
         reserve = (plan["member_seconds"] - plan["epochs"] * plan["epoch_seconds"]) if plan else 0.0
-        deadline = started + budget_seconds(cfg.budget) - budget.FINISH_SECONDS - reserve
+        deadline = started + seconds - budget.FINISH_SECONDS - reserve
     dispatch.run_members(cfg, inputs, holdout["train_index"], holdout["holdout_index"], run_dir, todo, jobs, cluster,
                          deadline=deadline)
     manifest.finish(run_dir)
@@ -83,9 +101,79 @@ def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, clu
     return metrics
 
 
-def resume(run_dir: Path, paths: Paths, **kwargs) -> dict:
-    """Continue the run in `run_dir` with the config it was started with."""
-    return train(saved_config(run_dir), paths, run_id=Path(run_dir).name, **kwargs)
+def _members_at_once(jobs, cfg: TrainConfig, run_dir: Path, plan: dict | None, cluster) -> int:
+    """Members trained at once: the budget plan's; on a rerun, as the run started (its bytes depend on the threads
+    each member had); else `jobs`, where "auto" is one per GPU, or one per core where that measures faster."""
+    if cluster:
+        return 1
+    recorded = manifest.read(run_dir).get("jobs") if (run_dir / runs.MANIFEST_FILE).is_file() else None
+    if jobs == "auto" and recorded:
+        return recorded
+    if plan:
+        return plan["jobs"]
+    return budget.auto_jobs(cfg) if jobs == "auto" else int(jobs)
+
+
+def resume(run_dir: Path, paths: Paths, *, changes=None, budget="", force=False, **kwargs) -> dict:
+    """Continue the run in `run_dir` with its saved config; `changes` (more members) or a `budget` grow it first."""
+    cfg, grow = saved_config(run_dir), Growth(dict(changes or {}), budget) if changes or budget else None
+    if budget and not budget_seconds(budget):
+        raise InputError(f"--budget {budget!r}: expected a duration such as '10m', '90s' or '1.5h'")
+    if grow and budget and "members" in grow.changes:
+        raise InputError(f"--resume {Path(run_dir).name}: give --members or --budget, not both (--budget plans "
+                         "how many members fit in the time)")
+    if force and grow:  # starting over: the changes simply make the new run's config
+        cfg = apply_overrides(cfg, {**grow.changes, **({"budget": budget} if budget else {})}, "command line",
+                              parse_text=True)
+        grow = None
+    return train(cfg, paths, run_id=Path(run_dir).name, force=force, grow=grow, **kwargs)
+
+
+def _grow(run_dir: Path, cfg: TrainConfig, grow: Growth, inputs: Inputs, started: float) -> tuple:
+    """The run's config with more members (as asked, or as many as `grow.budget` fits) and the budget plan.
+
+    Each member depends only on the run's seed and its own index, so a run grown to N members holds the bytes of
+    one trained with N at once. The grown config is saved and the growth recorded in the manifest.
+    """
+    _check_same_data(run_dir, inputs)
+    where = f"--resume {run_dir.name}"
+    grown = _grown_config(cfg, grow.changes, where)
+    plan = None
+    if grow.budget:
+        plan = budget.plan_more_members(grown, grow.budget, inputs.pixels, inputs.labels, len(inputs.test_pixels),
+                                        started)
+        done = len(runs.finished_members(run_dir))
+        grown = dataclasses.replace(grown, members=max(grown.members, done + plan["members"]))
+    if grown.members == cfg.members:
+        if grown != cfg:
+            raise InputError(f"{where}: architectures {','.join(grown.architectures)} would only change members "
+                             "not yet trained; add members with --members to train other nets")
+        return cfg, plan
+    log.info(f"run {run_dir.name}: growing from {cfg.members} to {grown.members} members")
+    manifest.grow(run_dir, grown, cfg.members, started, plan)
+    atomic.write_text(run_dir / runs.CONFIG_FILE, json.dumps(grown.to_dict(), indent=2))
+    return grown, plan
+
+
+def _grown_config(cfg: TrainConfig, changes: dict, where: str) -> TrainConfig:
+    """`cfg` with `changes`: more members, and other nets for new members only; anything else is refused."""
+    grown = apply_overrides(cfg, changes, where, parse_text=True)
+    if grown.members < cfg.members:
+        raise InputError(f"{where}: --members {grown.members} is fewer than the {cfg.members} the run has; a run only "
+                         f"grows (to ensemble fewer, use `digits ensemble RUN --members 0,1,...`)")
+    before, after = cfg.to_dict(), grown.to_dict()
+    for key in before:
+        if key not in ("members", "architectures") and after[key] != before[key]:
+            raise InputError(f"{where}: {key} {after[key]!r} differs from the {before[key]!r} its members were "
+                             "trained with, and a grown run keeps its recipe; train a new run with it instead, then "
+                             "blend the two with `digits ensemble RUN1 RUN2`")
+    nets = describe.member_architectures(dataclasses.replace(grown, members=cfg.members))
+    for index, (old, new) in enumerate(zip(describe.member_architectures(cfg), nets, strict=True)):
+        if old != new:
+            raise InputError(f"{where}: architectures {','.join(grown.architectures)} would make member {index} a "
+                             f"{new!r}, but it is a {old!r}; a net can change only for new members (keep the run's "
+                             f"{','.join(cfg.architectures)} first in the list)")
+    return grown
 
 
 def saved_config(run_dir: Path) -> TrainConfig:
@@ -124,6 +212,35 @@ def run_lock(run_dir: Path):
         os.close(fd)
 
 
+def lock_holder(run_dir: Path) -> int | None:
+    """The id of the process holding the run's lock (training it), or None; looks without taking the lock."""
+    lock_file = Path(run_dir) / runs.LOCK_FILE
+    try:
+        stat = lock_file.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return _lock_holder_by_trying(lock_file) if lock_file.is_file() else None
+    device = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    for line in table.splitlines():  # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == device:
+            return int(fields[4])
+    return None
+
+
+def _lock_holder_by_trying(lock_file: Path) -> int | None:
+    """Without /proc/locks: try a shared lock for an instant; if it is refused, the file names the holder."""
+    fd = os.open(lock_file, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)  # also releases the shared lock
+    return None
+
+
 def _clear_run_dir(run_dir: Path):
     """Delete everything in the run folder but the lock this process holds (--force starts the run over)."""
     for path in run_dir.iterdir():
@@ -158,18 +275,23 @@ def _missing_outputs(run_dir: Path, paths: Paths) -> list[Path]:
     return [p for p in promised if not p.is_file()]
 
 
-def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, inputs: Inputs, started: float, plan: dict | None):
+def _check_same_data(run_dir: Path, inputs: Inputs):
+    """Refuse to train more of a run on data other than the data it started with."""
+    recorded = manifest.read(run_dir).get("inputs_sha256", {})
+    if recorded and recorded != inputs.sha256:
+        raise InputError(f"{run_dir}: the data changed since this run started; use --force to start over")
+
+
+def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, inputs: Inputs, started: float, plan: dict | None, jobs: int):
     """Write the config, holdout split and manifest once; on resume check the data is unchanged."""
     config_file = run_dir / runs.CONFIG_FILE
     if config_file.is_file():
-        recorded = manifest.read(run_dir).get("inputs_sha256", {})
-        if recorded and recorded != inputs.sha256:
-            raise InputError(f"{run_dir}: the data changed since this run started; use --force to start over")
+        _check_same_data(run_dir, inputs)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
     train_index, holdout_index = data.split_holdout(inputs.labels, cfg.holdout_fraction, cfg.seed)
     atomic.save_npz(run_dir / runs.HOLDOUT_FILE, train_index=train_index, holdout_index=holdout_index,
                     labels=inputs.labels[holdout_index], pixels=inputs.pixels[holdout_index])
     report.save_train_samples(run_dir, inputs.pixels[train_index], inputs.labels[train_index], cfg.seed)
-    manifest.start(run_dir, cfg, inputs.sha256, started, plan)
+    manifest.start(run_dir, cfg, inputs.sha256, started, plan, jobs)
     atomic.write_text(config_file, json.dumps(cfg.to_dict(), indent=2))

@@ -1,0 +1,15 @@
+"""Written by `make bench ONLY=table` on 2026-12-02 (benchmarks/accuracy_table.py): do not edit.
+
+Test accuracy of one member by net and epochs (Kaggle layout, scored on the 28,000 answers); what
+averaging two members adds, as PAIR_GAIN x (one member's error rate) ** PAIR_GAIN_POWER (fitted over
+the points: weaker members gain more); and how much faster members train at once, per precision.
+"""
+
+TRAIN_ROWS = 38640
+ACCURACY = {'kaggle-rmsprop': [(4, 0.98502), (12, 0.99189), (24, 0.9945)],
+ 'lite': [(4, 0.98861), (12, 0.99366), (24, 0.99484)],
+ 'strong': [(4, 0.99054), (12, 0.99468)]}
+PAIR_GAIN, PAIR_GAIN_POWER = 2.8858, 1.553
+# per compute precision and net: total training speed of one single-thread member per core over one
+# member on every core (a net not timed takes the least of the others)
+PARALLEL_SPEEDUP = {'mixed_bfloat16': {'strong': 1.329, 'lite': 1.831}, 'float32': {'strong': 1.358, 'lite': 1.854}}
