@@ -37,7 +37,7 @@ from benchmarks.targets import (
 )
 
 from digits import atomic, mnist, runs
-from digits.config import CONFIGS_DIR, PROJECT_ROOT, Paths
+from digits.config import CONFIGS_DIR, PROJECT_ROOT, Paths, budget_seconds
 
 
 def cpu_classes() -> dict:
@@ -425,6 +425,9 @@ def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -
     stamp = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "command": command,
              "machine": f"{host['cpu']}, {host['cores']} cores"}
     for row, figures in results.items():
+        if row == "curve" and row in stored:  # a point re-measured replaces only the point of its budget
+            kept = [p for p in stored[row]["figures"] if p["budget"] not in {q["budget"] for q in figures}]
+            figures = sorted(kept + figures, key=lambda p: budget_seconds(p["budget"]))
         stored[row] = {"figures": figures, **stamp}
     stored["host"] = host
     atomic.write_text(path, json.dumps(stored, indent=1))
