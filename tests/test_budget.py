@@ -161,7 +161,8 @@ def test_digits_plan_shows_the_plan_and_runner_ups_without_training(small_data, 
         assert any(line.startswith(f"{net}: ") and "img/s training" in line for line in lines), result.stdout
     plans = [line for line in lines if line.lstrip().startswith(("plan:", "or:"))]
     assert plans[0].lstrip().startswith("plan: ") and len(plans) >= 2
-    assert all("predicted test accuracy" in line and "member(s) x" in line for line in plans)
+    # 2,000 rows are too few epochs' worth for the table to predict: the plans are ranked by training images
+    assert all("member(s) x" in line and " epochs of " in line for line in plans)
     assert not paths.models_dir.exists()  # nothing trained, no run folder
 
 

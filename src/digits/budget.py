@@ -165,7 +165,10 @@ def auto_jobs(cfg: TrainConfig) -> int:
     if gpus:
         return min(gpus, cfg.members)
     cores = os.cpu_count() or 1
-    return min(cores, cfg.members) if cores > 1 and parallel_speedup(cfg.architectures[0]) > 1.0 else 1
+    from .member import compute_policy
+
+    measured = plan_table.PARALLEL_SPEEDUP.get(compute_policy(True), {}).get(cfg.architectures[0], 1.0)
+    return min(cores, cfg.members) if cores > 1 and measured > 1.0 else 1  # only where measured faster
 
 
 def make_plan(cfg: TrainConfig, pixels, labels, test_rows: int, started: float, jobs="auto", epochs: int = 0) -> dict:
