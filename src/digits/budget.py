@@ -73,13 +73,13 @@ def predicted_accuracy(architecture: str, epochs: float, members: int) -> float 
     return single + 2 * pair_gain * (1 - 1 / members)
 
 
-def parallel_speedup(net: str, environ=None) -> float:
+def parallel_speedup(net: str, measured_only: bool = False, environ=None) -> float:
     """Total training speed of one single-thread member per core over one member using every core (plan_table);
-    a net not timed takes the least of the others; 1.0 where nothing was measured for this CPU class."""
+    a net not timed takes the least of the others (1.0 with `measured_only`); 1.0 where this CPU class has none."""
     from .member import compute_policy
 
     speedups = plan_table.PARALLEL_SPEEDUP.get(compute_policy(True, environ), {})
-    return speedups.get(net, min(speedups.values(), default=1.0))
+    return speedups.get(net, 1.0 if measured_only else min(speedups.values(), default=1.0))
 
 
 def options(cfg: TrainConfig, seconds_left: float, speeds: dict, rows: int, holdout_rows: int, test_rows: int,
@@ -165,10 +165,8 @@ def auto_jobs(cfg: TrainConfig) -> int:
     if gpus:
         return min(gpus, cfg.members)
     cores = os.cpu_count() or 1
-    from .member import compute_policy
-
-    measured = plan_table.PARALLEL_SPEEDUP.get(compute_policy(True), {}).get(cfg.architectures[0], 1.0)
-    return min(cores, cfg.members) if cores > 1 and measured > 1.0 else 1  # only where measured faster
+    faster = parallel_speedup(cfg.architectures[0], measured_only=True) > 1.0
+    return min(cores, cfg.members) if cores > 1 and faster else 1
 
 
 def make_plan(cfg: TrainConfig, pixels, labels, test_rows: int, started: float, jobs="auto", epochs: int = 0) -> dict:
