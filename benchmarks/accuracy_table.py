@@ -1,7 +1,8 @@
 """`make bench ONLY=table`: test accuracy by net and epochs, and the ensemble gain, for the budget planner.
 
-Each point trains two members of one net for E epochs (ReduceLROnPlateau with the patience a budgeted run of E
-epochs gets) on the Kaggle layout (38,640 train rows after the 8% holdout), and scores them on the 28,000 answers.
+Each point trains two members of one net for E passes over the train rows, in the epochs, plateau patience and
+warm-up a budget plans for E passes (budget.as_planned: shorter epochs below MIN_CHECKS passes), on the Kaggle
+layout (38,640 train rows after the 8% holdout), and scores them on the 28,000 answers.
 Accuracy is a property of the recipe, not of the CPU, so one class measures it; the planner times the speeds live.
 The table is written as a Python module, src/digits/plan_table.py, so the Kaggle kernel carries it too.
 """
@@ -26,7 +27,7 @@ TABLE_MODULE = PROJECT_ROOT / "src" / "digits" / "plan_table.py"
 POINTS = {
     "kaggle-rmsprop": (4, 12, 24),
     "lite": (4, 12, 24),
-    "strong": (4, 12),
+    "strong": (4, 12, 24),
 }
 SMOKE_POINTS = {"lite": (1,)}
 
@@ -38,22 +39,40 @@ def member_accuracies(run_dir: Path, answers: np.ndarray) -> tuple[list[float], 
     return singles, float(np.mean(np.mean(probs, axis=0).argmax(1) == answers))
 
 
-def measure(paths: Paths, train, smoke: bool, log=print) -> dict:
-    """Train every point with `train(paths, arch, epochs, extra)` (-> run folder) and score it on the answers."""
+def parse_points(text: str) -> dict:
+    """`net:epochs,...` (from `--points`) as {net: (epochs, ...)}, each a point of POINTS."""
+    points = {}
+    for item in text.split(","):
+        net, _, epochs = item.partition(":")
+        if not epochs.isdigit() or int(epochs) not in POINTS.get(net, ()):
+            raise ValueError(f"--points: {item!r} is not one of the table's points (net:epochs, from {POINTS})")
+        points[net] = (*points.get(net, ()), int(epochs))
+    return points
+
+
+def in_table_order(points: list) -> list:
+    """Points sorted as POINTS lists them (nets cheapest first, then epochs); nets since deleted last."""
+    order = list(POINTS)
+    return sorted(points, key=lambda p: (order.index(p["architecture"]) if p["architecture"] in order else len(order),
+                                         p["epochs"]))
+
+
+def measure(paths: Paths, train, smoke: bool, log=print, points: dict | None = None) -> dict:
+    """Train every point (or those of `points`) with `train(paths, arch, epochs)` (-> run folder) and score it."""
     answers = pd.read_csv(paths.answers_csv)["Label"].to_numpy()
-    points = []
-    for arch, epoch_list in (SMOKE_POINTS if smoke else POINTS).items():
+    found = []
+    for arch, epoch_list in (SMOKE_POINTS if smoke else points or POINTS).items():
         for epochs in epoch_list:
             started = time.perf_counter()
             run_dir = train(paths, arch, epochs)
             singles, pair = member_accuracies(run_dir, answers[: len(np.load(next(run_dir.glob(
                 f"members/*/{runs.TEST_PROBS_FILE}"))))])
-            points.append({"architecture": arch, "epochs": epochs, "members": singles, "ensemble_of_2": pair,
+            found.append({"architecture": arch, "epochs": epochs, "members": singles, "ensemble_of_2": pair,
                            "seconds": round(time.perf_counter() - started, 1)})
             log(f"[table] {arch} x {epochs} epochs: members {', '.join(f'{a:.2%}' for a in singles)}, "
                 f"pair {pair:.2%}")
     train_rows = len(np.load(run_dir / runs.HOLDOUT_FILE)["train_index"])
-    return {"points": points, "train_rows": int(train_rows)}
+    return {"points": found, "train_rows": int(train_rows)}
 
 
 def write_module(figures: dict, speedups: dict, date: str, path: Path = TABLE_MODULE):

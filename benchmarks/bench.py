@@ -7,6 +7,7 @@ An AVX2-only CPU is stood in for by capping oneDNN (ONEDNN_MAX_CPU_ISA=AVX2), wh
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -31,6 +32,7 @@ from benchmarks.targets import (
     NO_AUGMENTATION,
     RECIPES,
     REPORT,
+    SMOKE_BUDGET,
     SMOKE_SET,
     TARGETS,
     WARM_STEPS,
@@ -135,7 +137,7 @@ def time_demo(bench_dir: Path, env: dict, smoke: bool) -> dict:
     started = time.perf_counter()
     rows = ["--train-rows", 3000, "--test-rows", 1000] if smoke else []
     _digits("download", "--source", "mnist", "--layout", "kaggle", "--force", *rows, *_path_args(paths), env=env)
-    result = time_train("quick", paths, env, ["--budget", "1m" if smoke else DEMO_BUDGET])
+    result = time_train("quick", paths, env, ["--budget", SMOKE_BUDGET if smoke else DEMO_BUDGET])
     _digits("evaluate", "latest", *_path_args(paths), env=env)
     return {**result, "seconds": time.perf_counter() - started}
 
@@ -327,8 +329,9 @@ def _accuracy(csv: Path, paths: Paths) -> float:
     return accuracy(csv, paths.answers_csv)
 
 
-def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=print, budgets=()) -> dict:
-    """Every requested row on one CPU class (at most `most` repeats each, if set); returns {row: figures}."""
+def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=print, budgets=(), points=None) -> dict:
+    """Every requested row on one CPU class (at most `most` repeats each, if set; the curve's `budgets` and the
+    table's `points` if given); returns {row: figures}."""
     bench_dir = PROJECT_ROOT / "build" / ("bench-smoke" if smoke else "bench")
     official = prepare_data(bench_dir, "official", smoke)
     results = {}
@@ -377,7 +380,7 @@ def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=pri
     if "curve" in rows:
         kaggle = prepare_data(bench_dir, "kaggle", smoke)
         results["curve"] = []
-        for budget in ("1m",) if smoke else budgets or CURVE_BUDGETS:
+        for budget in (SMOKE_BUDGET,) if smoke else budgets or CURVE_BUDGETS:
             log(f"[{cls}] curve: quick in a {budget} budget (Kaggle layout)")
             results["curve"].append({"budget": budget, **time_train("quick", kaggle, env, ["--budget", budget])})
     if "parallel" in rows:
@@ -387,7 +390,7 @@ def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=pri
         log(f"[{cls}] the planner's accuracy table: nets x epochs, two members each (Kaggle layout)")
         results["table"] = accuracy_table.measure(prepare_data(bench_dir, "kaggle", smoke),
                                                   lambda paths, arch, epochs: table_point(paths, arch, epochs, env),
-                                                  smoke, log)
+                                                  smoke, log, points)
     if "ablation" in rows:
         log(f"[{cls}] ablation: one strong member, then augmentation, ReduceLROnPlateau, test-time augmentation, "
             "members")
@@ -395,11 +398,19 @@ def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=pri
     return results
 
 
-def table_point(paths: Paths, arch: str, epochs: int, env: dict) -> Path:
-    """Two members of `arch` for `epochs` epochs, trained at once, with the plateau patience a budget would give."""
+def table_point(paths: Paths, arch: str, passes: int, env: dict) -> Path:
+    """Two members of `arch` for `passes` passes over the train rows, trained at once, with the epochs, patience
+    and warm-up a budget would plan for that many passes (budget.as_planned)."""
+    from digits import budget
+    from digits.config import load_config
+
+    cfg = load_config("quick")
+    with open(paths.data_dir / "train.csv", "rb") as f:
+        count = sum(1 for _ in f) - 1
+    planned = budget.as_planned(cfg, passes, count - math.ceil(count * cfg.holdout_fraction))
+    sets = [x for key, value in planned.items() for x in ("--set", f"{key}={value}")]
     out = _digits("train", "--config", "quick", "--force", *_path_args(paths), "--jobs", "2", "--set", "budget=",
-                  "--set", f"architectures={arch}", "--set", f"epochs={epochs}", "--set", "members=2",
-                  "--set", f"plateau_patience={max(1, round(epochs / 8))}", env=env)
+                  "--set", f"architectures={arch}", "--set", "members=2", *sets, env=env)
     return paths.models_dir / Path(out.stdout.strip().splitlines()[-1]).stem
 
 
@@ -428,6 +439,10 @@ def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -
         if row == "curve" and row in stored:  # a point re-measured replaces only the point of its budget
             kept = [p for p in stored[row]["figures"] if p["budget"] not in {q["budget"] for q in figures}]
             figures = sorted(kept + figures, key=lambda p: budget_seconds(p["budget"]))
+        if row == "table" and row in stored:  # and only the point of its net and epochs
+            new = {(p["architecture"], p["epochs"]) for p in figures["points"]}
+            kept = [p for p in stored[row]["figures"]["points"] if (p["architecture"], p["epochs"]) not in new]
+            figures = {**figures, "points": accuracy_table.in_table_order(kept + figures["points"])}
         stored[row] = {"figures": figures, **stamp}
     stored["host"] = host
     atomic.write_text(path, json.dumps(stored, indent=1))
@@ -444,6 +459,8 @@ def main(argv=None) -> Path:
     parser.add_argument("--out", help="report path (default docs/BENCHMARKS.md; results beside it in bench/)")
     parser.add_argument("--repeats", type=int, default=0, help="at most this many runs of a row (default: its own)")
     parser.add_argument("--budgets", help=f"the curve's budgets (default {','.join(CURVE_BUDGETS)})")
+    every_point = ",".join(f"{net}:{e}" for net, epochs in accuracy_table.POINTS.items() for e in epochs)
+    parser.add_argument("--points", help=f"the table's points to measure, as net:epochs,... (default {every_point})")
     parser.add_argument("--render", action="store_true", help="only rewrite the report from the stored results")
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else REPORT
@@ -452,18 +469,23 @@ def main(argv=None) -> Path:
     unknown = set(rows) - set(ALL_ROWS)
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)} (known: {', '.join(ALL_ROWS)})")
+    try:
+        points = accuracy_table.parse_points(args.points) if args.points else None
+    except ValueError as error:
+        parser.error(str(error))
     classes = cpu_classes()
     chosen = classes if args.cpu == "all" else {args.cpu: classes[args.cpu]} if args.cpu in classes else None
     if not chosen:
         parser.error(f"--cpu {args.cpu}: this machine can measure {', '.join(classes)}")
     command = " ".join(["make bench", " SMOKE=1" * args.smoke, f"ONLY={args.only}" * bool(args.only),
                         f"CPU={args.cpu}" * (args.cpu != "all"), f"REPEATS={args.repeats}" * bool(args.repeats),
-                        f"ARGS='--budgets {args.budgets}'" * bool(args.budgets)])
+                        f"ARGS='--budgets {args.budgets}'" * bool(args.budgets),
+                        f"ARGS='--points {args.points}'" * bool(args.points)])
     command = " ".join(command.split())
     stored = {}
     for cls, env in ({} if args.render else chosen).items():
         results = measure(cls, env, rows, args.smoke, args.repeats, budgets=args.budgets.split(",") if args.budgets
-                          else ())
+                          else (), points=points)
         stored[cls] = save(cls, results, in_fresh_process(env, machine), command, results_dir)
     for cls in ("bf16", "avx2"):
         if cls not in stored and (results_dir / f"{cls}.json").is_file():

@@ -38,6 +38,7 @@ CURVE_TARGETS = {("avx2", "2m"): 0.9945, ("bf16", "20m"): 0.9972}  # the issue's
 SLOW_LAPTOP = 430  # img/s of the strong net on a real AVX2-only CPU (2-core Zen 3): what a budget point stands for
 ALL_ROWS = ["isa", "throughput", "peer", *TARGETS, "inference", *RECIPES, "ablation", "curve", "parallel", "table"]
 GROUPS = {"recipes": RECIPES}  # --only recipes: every recipe row
+SMOKE_BUDGET = "15s"  # the budgeted rows' (demo, curve) in `make bench SMOKE=1`
 SMOKE_SET = ["--set", "epochs=1", "--set", "members=1", "--set", "architectures=lenet", "--set", "budget="]
 CLASS_TITLES = {"bf16": "CPU with AVX512-BF16 (native)",
                 "avx2": "AVX2-only CPU (a laptop's class)"}

@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from . import plan_table
-from .config import TrainConfig, budget_seconds
+from .config import TrainConfig, budget_seconds, epoch_images, epoch_steps
 from .gpus import gpu_count
 
 log = logging.getLogger(__name__)
@@ -22,18 +22,28 @@ MEMBER_SECONDS = 8.0  # building and tracing a member's model, saving its files
 EPOCH_SECONDS = 1.0  # checkpoints written after each epoch
 WORKERS_SECONDS = 8.0  # starting the worker processes that train members at once, TensorFlow imported in each
 SAFETY = 0.95  # speeds drift on a shared machine: plan for 95% of what is left
+# members at once trained 16-34% slower per epoch in real budgeted runs than the side-by-side probe predicts
+# (holdout checks, checkpoints and two input pipelines share the cores; docs/PERFORMANCE.md, 2026-12-02)
+AT_ONCE_EFFICIENCY = 0.85
+MIN_CHECKS = 16  # holdout checks a short run gets at least (shorter epochs), so ReduceLROnPlateau acts in time
+MAX_CHECKS_PER_PASS = 8  # each check costs a holdout prediction and a checkpoint
 TIMED_IMAGES = 4096  # images timed per candidate net, after the first call (tracing, oneDNN's first calls)
+# each candidate net costs at least this many times the one before it per training image: the least ratio
+# measured is 1.6 (docs/PERFORMANCE.md, 2026-12-02: lite 1.6x kaggle-rmsprop with bf16, 2.9x on AVX2; strong
+# 2.5-3.0x lite)
+MIN_COST_RATIO = 1.5
 
 
 def candidates(cfg: TrainConfig) -> list[str]:
-    """The nets a budget may choose from: the table's under `architectures = ["auto"]`, else the config's first."""
+    """The nets a budget may choose from, cheapest first: the table's under `architectures = ["auto"]` (its
+    POINTS order), else the config's first."""
     return list(plan_table.ACCURACY) if cfg.architectures == ("auto",) else [cfg.architectures[0]]
 
 
 def measure(cfg: TrainConfig, pixels: np.ndarray, labels: np.ndarray, architecture: str) -> dict:
     """Training and prediction images/s of `architecture` here, timed on a throwaway model over the real pipeline."""
     from .data import to_images
-    from .member import build_model, epoch_steps, keras, make_dataset, setup_tensorflow  # keras: imported quietly
+    from .member import build_model, keras, make_dataset, setup_tensorflow  # keras: imported quietly
 
     batch = cfg.batch_size
     call = min(cfg.steps_per_execution, max(2, math.ceil(1024 / batch)))  # steps per call into TensorFlow
@@ -45,7 +55,7 @@ def measure(cfg: TrainConfig, pixels: np.ndarray, labels: np.ndarray, architectu
     model = build_model(cfg, architecture, calls * call)
     ends = []
     clock = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter()))
-    passes = math.ceil(calls * call / epoch_steps(len(images), cfg))  # small data: go round it again
+    passes = math.ceil(calls * call / epoch_steps(cfg, len(images)))  # small data: go round it again
     model.fit(make_dataset(images, labels, cfg, cfg.seed, 0, passes), steps_per_epoch=calls * call, shuffle=False,
               callbacks=[clock], verbose=0)
     train_speed = (len(ends) - 1) * call * batch / (ends[-1] - ends[0])  # steady state: from the first call's end
@@ -87,43 +97,59 @@ def options(cfg: TrainConfig, seconds_left: float, speeds: dict, rows: int, hold
     """Every plan that fits: per net, per count of members at once (`workers`), per members; best first.
 
     `speedup`: per net, how much faster members at once train in total than one (parallel_speedup).
-    `speeds` are per net, measured with every core in one process; `epochs` fixed (growing a run) or 0 (as many as
-    fit, up to MAX_EPOCHS). Members run in waves of `jobs`. Nets outside the table have no predicted accuracy: for
-    them the most training images win.
+    `speeds` are per net, measured with every core in one process; `epochs` fixed (growing a run: the run's own
+    epochs and `epoch_rows`) or 0 (as many as fit, up to MAX_EPOCHS passes; a plan of fewer than MIN_CHECKS
+    passes gets shorter epochs). Members run in waves of `jobs`. Nets outside the table have no predicted
+    accuracy: for them the most training images win.
     """
     usable = seconds_left * SAFETY - FINISH_SECONDS
     found = []
     for net, speed in speeds.items():
         for jobs in workers:
-            epoch, member = _seconds(cfg, speed, jobs, speedup.get(net, 1.0), rows, holdout_rows, test_rows)
+            one_pass, check, member = _seconds(cfg, speed, jobs, speedup.get(net, 1.0), rows, holdout_rows, test_rows)
             for members in range(jobs if jobs > 1 else 1, MAX_MEMBERS + 1):
                 start = WORKERS_SECONDS if jobs > 1 else 0.0
-                fit = math.floor(((usable - start) / math.ceil(members / jobs) - member) / epoch)
+                left = (usable - start) / math.ceil(members / jobs) - member  # each wave's seconds for epochs
+                epoch_rows = cfg.epoch_rows if epochs else _epoch_rows(left / (one_pass + check), rows)
+                images = epoch_images(dataclasses.replace(cfg, epoch_rows=epoch_rows), rows)
+                epoch = one_pass * images / rows + check
+                fit = math.floor(left / epoch)
                 if fit < max(1, epochs):
                     break
-                found.append(_option_for(net, jobs, members, epochs or min(MAX_EPOCHS, fit), epoch, member, rows))
+                fit = epochs or (min(MAX_EPOCHS, fit) if not epoch_rows else fit)
+                found.append(_option_for(net, jobs, members, fit, epoch, member, images, epoch_rows))
     return sorted(found, key=_rank)
 
 
+def _epoch_rows(passes: float, rows: int) -> int:
+    """Images per epoch for a run of `passes` passes: 0 (a pass) from MIN_CHECKS passes up, else a share of a pass
+    such that the run checks the holdout about MIN_CHECKS times (at most MAX_CHECKS_PER_PASS per pass)."""
+    if passes >= MIN_CHECKS:
+        return 0
+    return math.ceil(rows / min(MAX_CHECKS_PER_PASS, math.ceil(MIN_CHECKS / max(passes, 1e-9))))
+
+
 def _seconds(cfg: TrainConfig, speed: dict, jobs: int, speedup: float, rows: int, holdout_rows: int,
-             test_rows: int) -> tuple[float, float]:
-    """Seconds of one epoch (training and the holdout check) and a member's fixed cost (build, predict, save)."""
-    share = (speedup if jobs > 1 else 1.0) / jobs  # each member's part of the machine's speed
+             test_rows: int) -> tuple[float, float, float]:
+    """Seconds of one pass over the train rows, of a holdout check with its checkpoint, and a member's fixed cost
+    (build, predict, save)."""
+    share = (speedup * AT_ONCE_EFFICIENCY if jobs > 1 else 1.0) / jobs  # each member's part of the machine's speed
     train_speed = speed["train_images_per_second"] * share
     predict_speed = speed["predict_images_per_second"] * share
-    epoch = rows / train_speed + holdout_rows / predict_speed + EPOCH_SECONDS
+    check = holdout_rows / predict_speed + EPOCH_SECONDS
     member = (holdout_rows + test_rows) * (5 if cfg.tta else 1) / predict_speed + MEMBER_SECONDS
-    return epoch, member
+    return rows / train_speed, check, member
 
 
-def _option_for(net: str, jobs: int, members: int, epochs: int, epoch: float, member: float, rows: int) -> dict:
+def _option_for(net: str, jobs: int, members: int, epochs: int, epoch: float, member: float, images: int,
+                epoch_rows: int) -> dict:
     seconds = math.ceil(members / jobs) * (member + epochs * epoch) + FINISH_SECONDS
     seconds += WORKERS_SECONDS if jobs > 1 else 0.0
-    return {"architecture": net, "members": members, "epochs": epochs, "jobs": jobs,
+    return {"architecture": net, "members": members, "epochs": epochs, "epoch_rows": epoch_rows, "jobs": jobs,
             "threads": max(1, (os.cpu_count() or 1) // jobs),
-            "predicted_accuracy": predicted_accuracy(net, epochs * rows / plan_table.TRAIN_ROWS, members),
+            "predicted_accuracy": predicted_accuracy(net, epochs * images / plan_table.TRAIN_ROWS, members),
             "epoch_seconds": round(epoch, 1), "member_seconds": round(member + epochs * epoch, 1),
-            "planned_seconds": round(seconds, 1), "images": members * epochs * rows}
+            "planned_seconds": round(seconds, 1), "images": members * epochs * images}
 
 
 def _rank(option: dict) -> tuple:
@@ -170,13 +196,29 @@ def auto_jobs(cfg: TrainConfig) -> int:
 
 
 def make_plan(cfg: TrainConfig, pixels, labels, test_rows: int, started: float, jobs="auto", epochs: int = 0) -> dict:
-    """Time the candidate nets here, then `choose` the plan for the budget left since `started`."""
-    speeds = {net: measure(cfg, pixels, labels, net) for net in candidates(cfg)}
-    seconds_left = budget_seconds(cfg.budget) - (time.time() - started)
+    """Time the candidate nets here, cheapest first, then `choose` the plan for the budget left since `started`.
+
+    A net is not timed where it cannot win: even at the speed of the net before it over MIN_COST_RATIO, it would
+    predict no better in the time left than the nets timed already (short budgets save its timing).
+    """
     holdout_rows = math.ceil(len(labels) * cfg.holdout_fraction)
-    speedup = {net: 1.0 if gpu_count() else parallel_speedup(net) for net in speeds}
-    return choose(cfg, seconds_left, speeds, len(labels) - holdout_rows, holdout_rows, test_rows,
-                  worker_choices(jobs), speedup, epochs)
+    rows, workers = len(labels) - holdout_rows, worker_choices(jobs)
+    speedup = {net: 1.0 if gpu_count() else parallel_speedup(net) for net in candidates(cfg)}
+    speeds, not_timed = {}, []
+    for net in candidates(cfg):
+        if speeds:
+            left = budget_seconds(cfg.budget) - (time.time() - started)
+            slowest = min(speeds.values(), key=lambda s: s["train_images_per_second"])
+            bound = {k: v / MIN_COST_RATIO for k, v in slowest.items() if k != "architecture"}
+            timed = options(cfg, left, speeds, rows, holdout_rows, test_rows, workers, speedup, epochs)
+            hoped = options(cfg, left, {net: bound}, rows, holdout_rows, test_rows, workers, speedup, epochs)
+            if timed and (not hoped or _rank(hoped[0]) >= _rank(timed[0])):
+                not_timed.append(net)
+                continue
+        speeds[net] = measure(cfg, pixels, labels, net)
+    seconds_left = budget_seconds(cfg.budget) - (time.time() - started)
+    the_plan = choose(cfg, seconds_left, speeds, rows, holdout_rows, test_rows, workers, speedup, epochs)
+    return {**the_plan, "not_timed": not_timed}
 
 
 def choose(cfg: TrainConfig, seconds_left: float, speeds: dict, rows: int, holdout_rows: int, test_rows: int,
@@ -185,14 +227,33 @@ def choose(cfg: TrainConfig, seconds_left: float, speeds: dict, rows: int, holdo
     ranked = options(cfg, seconds_left, speeds, rows, holdout_rows, test_rows, workers, speedup, epochs)
     if not ranked:  # not even one epoch fits: train one anyway, on the fastest net
         net = max(speeds, key=lambda n: speeds[n]["train_images_per_second"])
-        epoch, member = _seconds(cfg, speeds[net], 1, 1.0, rows, holdout_rows, test_rows)
-        ranked = [{**_option_for(net, 1, 1, epochs or 1, epoch, member, rows), "too_short": True}]
+        one_pass, check, member = _seconds(cfg, speeds[net], 1, 1.0, rows, holdout_rows, test_rows)
+        epoch_rows = cfg.epoch_rows if epochs else _epoch_rows(0, rows)
+        images = epoch_images(dataclasses.replace(cfg, epoch_rows=epoch_rows), rows)
+        ranked = [{**_option_for(net, 1, 1, epochs or 1, one_pass * images / rows + check, member, images,
+                                 epoch_rows), "too_short": True}]
     best = dict(ranked[0])
     best.update(budget_seconds=budget_seconds(cfg.budget), seconds_left=round(seconds_left, 1), speeds=speeds,
                 parallel_speedup=speedup, runner_up=runner_up(ranked), alternatives=ranked[1:6],
-                plateau_patience=max(1, round(best["epochs"] / 8)),  # about one halving per eighth of the run
+                **schedule(cfg, best["epochs"], best["epoch_rows"], rows),
                 **{k: v for k, v in speeds[best["architecture"]].items() if k != "architecture"})
     return best
+
+
+def schedule(cfg: TrainConfig, epochs: int, epoch_rows: int, rows: int) -> dict:
+    """Plateau patience and warm-up for a plan of `epochs` epochs of `epoch_rows` images (0: a pass of `rows`)."""
+    images = epoch_images(dataclasses.replace(cfg, epoch_rows=epoch_rows), rows)
+    return {"plateau_patience": max(1, round(epochs / 8)),  # about one halving per eighth of the run
+            # warm up over as many images as `warmup_epochs` passes (at least one epoch if any)
+            "warmup_epochs": max(min(cfg.warmup_epochs, 1), round(cfg.warmup_epochs * rows / images))}
+
+
+def as_planned(cfg: TrainConfig, passes: float, rows: int) -> dict:
+    """Epochs, images per epoch, patience and warm-up of a run of `passes` passes over `rows`, as a budget plans it
+    (`make bench ONLY=table` trains its points so)."""
+    epoch_rows = _epoch_rows(passes, rows)
+    epochs = max(1, round(passes * rows / epoch_images(dataclasses.replace(cfg, epoch_rows=epoch_rows), rows)))
+    return {"epochs": epochs, "epoch_rows": epoch_rows, **schedule(cfg, epochs, epoch_rows, rows)}
 
 
 def describe(the_plan: dict) -> str:
@@ -203,6 +264,8 @@ def describe(the_plan: dict) -> str:
             f"{the_plan['seconds_left'] / 60:.1f} min left in the {_budget_text(the_plan)} budget")
     if the_plan.get("runner_up"):
         line += f"; runner-up: {_option(the_plan['runner_up'])}"
+    if the_plan.get("not_timed"):
+        line += f"; not timed, as they cannot win in this time: {', '.join(the_plan['not_timed'])}"
     return line
 
 
@@ -210,7 +273,9 @@ def _option(option: dict) -> str:
     at_once = f", {option['jobs']} at a time ({option['threads']} thread(s) each)" if option["jobs"] > 1 else ""
     accuracy = option["predicted_accuracy"]
     predicted = f", predicted test accuracy {accuracy:.2%}" if accuracy is not None else ""
-    return f"{option['members']} member(s) x {option['epochs']} epochs of {option['architecture']}{at_once}{predicted}"
+    each = option["images"] // (option["members"] * option["epochs"])
+    epochs = f"{option['epochs']} epochs" + (f" ({each:,} images each)" if option.get("epoch_rows") else "")
+    return f"{option['members']} member(s) x {epochs} of {option['architecture']}{at_once}{predicted}"
 
 
 def _budget_text(the_plan: dict) -> str:
@@ -226,7 +291,8 @@ def fit_to_budget(cfg: TrainConfig, pixels, labels, test_rows: int, started: flo
         log.warning(f"warning: the budget is too short for even one epoch here "
                     f"(~{the_plan['epoch_seconds']:.0f} s each); training one anyway")
     cfg = dataclasses.replace(cfg, members=the_plan["members"], epochs=the_plan["epochs"],
-                              architectures=(the_plan["architecture"],), plateau_patience=the_plan["plateau_patience"])
+                              epoch_rows=the_plan["epoch_rows"], architectures=(the_plan["architecture"],),
+                              plateau_patience=the_plan["plateau_patience"], warmup_epochs=the_plan["warmup_epochs"])
     return cfg, the_plan
 
 
@@ -250,6 +316,8 @@ def plan_table_text(the_plan: dict) -> str:
     if faster:
         lines.append("members at once train faster in total than one, by (plan_table): "
                      + ", ".join(f"{net} {x:.2f}x" for net, x in faster.items()))
+    if the_plan.get("not_timed"):
+        lines.append(f"not timed, as they cannot win in this time: {', '.join(the_plan['not_timed'])}")
     lines.append(f"budget: {_budget_text(the_plan)}, {the_plan['seconds_left'] / 60:.1f} min left after timing")
     for label, option in [("plan", the_plan), *(("or", o) for o in the_plan["alternatives"])]:
         lines.append(f"{label:>4}: {_option(option)}, ~{option['planned_seconds'] / 60:.1f} min")

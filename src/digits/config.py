@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import tomllib
 from pathlib import Path
 
@@ -55,6 +56,7 @@ class TrainConfig:
     # cycled over members; ["auto"]: a budget chooses the net (budget.candidates), and without one it is "strong"
     architectures: tuple[str, ...] = ("auto",)
     epochs: int = 12
+    epoch_rows: int = 0  # training images per epoch (one holdout check, one plateau step each); 0 = one pass
     batch_size: int = 128
     learning_rate: float = 3e-3
     holdout_fraction: float = 0.08
@@ -149,6 +151,7 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
     checks = [
         (cfg.members >= 1, "members", "at least 1"),
         (cfg.epochs >= 1, "epochs", "at least 1"),
+        (cfg.epoch_rows >= 0, "epoch_rows", "0 (one pass over the train rows) or more"),
         (cfg.batch_size >= 1, "batch_size", "at least 1"),
         (cfg.steps_per_execution >= 1, "steps_per_execution", "at least 1"),
         (0.0 < cfg.holdout_fraction < 0.5, "holdout_fraction", "between 0 and 0.5"),
@@ -174,6 +177,21 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
             raise InputError(f"{source}: key 'architectures' has unknown {arch!r} "
                              f"(known: {', '.join(ARCHITECTURE_NAMES)})")
     return cfg
+
+
+def epoch_steps(cfg: TrainConfig, rows: int) -> int:
+    """Batches per epoch: enough for `epoch_rows` images (every row if 0), rounded up to whole calls.
+
+    Keras runs whole `steps_per_execution` calls and its iterator runs on across epochs, so an epoch must be a
+    multiple of a call.
+    """
+    calls = math.ceil(math.ceil((cfg.epoch_rows or rows) / cfg.batch_size) / cfg.steps_per_execution)
+    return calls * cfg.steps_per_execution
+
+
+def epoch_images(cfg: TrainConfig, rows: int) -> int:
+    """Training images in one epoch over `rows` train rows."""
+    return epoch_steps(cfg, rows) * cfg.batch_size
 
 
 def budget_seconds(text: str) -> float | None:

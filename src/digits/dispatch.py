@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from . import runs
+from .config import epoch_images
 from .errors import DigitsError
 from .gpus import describe_gpu, gpu_count, visible_gpus  # noqa: F401  (gpu_count: dispatch's API)
 
@@ -33,7 +34,7 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
     if jobs <= 1 and not cluster:
         from .member import train_member
 
-        rows = len(train_index)
+        rows = epoch_images(cfg, len(train_index))
         gpu = next(iter(visible_gpus()), None)  # TensorFlow trains on the first GPU it sees
         for position, index in enumerate(todo):
             if deadline is not None and time.time() >= deadline and (position or len(todo) < cfg.members):
@@ -47,7 +48,7 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
 
     slots = placements(jobs, visible_gpus(), os.cpu_count() or 1) if not cluster else []
     at_once = jobs if not cluster else len(todo)
-    rows = len(train_index)
+    rows = epoch_images(cfg, len(train_index))
     with _backend(cluster, Path(run_dir) / SLOTS_DIR, slots):
         joblib.Parallel(n_jobs=at_once)(
             joblib.delayed(_train_in_worker)(cfg, index, arrays, str(runs.member_dir(run_dir, index)), 0, deadline,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, progress, runs
-from .config import TrainConfig
+from .config import TrainConfig, epoch_steps
 from .data import to_images
 from .gpus import describe_gpu
 from .models import OneCycle, load_model, make_model, make_optimizer
@@ -92,40 +92,29 @@ def augments(cfg: TrainConfig) -> bool:
     return bool(cfg.rotation_degrees or cfg.zoom or cfg.shift)
 
 
-def epoch_steps(rows: int, cfg: TrainConfig) -> int:
-    """Batches per epoch: enough to see every row, rounded up to whole `steps_per_execution` calls.
-
-    Keras runs whole calls and its iterator runs on across epochs, so an epoch must be a multiple of a call.
-    """
-    calls = math.ceil(math.ceil(rows / cfg.batch_size) / cfg.steps_per_execution)
-    return calls * cfg.steps_per_execution
-
-
 def make_dataset(images, labels, cfg: TrainConfig, seed: int, first_epoch: int, epochs: int):
     """Batches for epochs [first_epoch, epochs): each epoch's order and warps depend only on (seed, epoch, step).
 
-    So a member resumed after epoch k sees exactly the batches an uninterrupted one would. An epoch is a
-    permutation of the rows, wrapped round to fill its last call's batches.
+    So a member resumed after epoch k sees exactly the batches an uninterrupted one would. The rows are dealt
+    out as one permutation per pass after another, and epoch k takes the k-th stretch of that stream.
     """
     images, labels = tf.constant(images), tf.constant(labels)
-    count, batch_size = len(labels), cfg.batch_size
-    needed = epoch_steps(count, cfg) * batch_size
+    count, batch_size, steps = len(labels), cfg.batch_size, epoch_steps(cfg, len(labels))
     seed = tf.constant(seed, tf.int64)
+    start, end = first_epoch * steps * batch_size, epochs * steps * batch_size
+    passes = tf.data.Dataset.range(start // count, (end - 1) // count + 1)
+    stream = passes.flat_map(lambda one_pass: tf.data.Dataset.from_tensor_slices(
+        tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([seed, -1 - one_pass])))))
+    batches = stream.skip(start % count).batch(batch_size, drop_remainder=True).enumerate()
 
-    def epoch_batches(epoch):
-        order = tf.argsort(tf.random.stateless_uniform([count], seed=tf.stack([seed, -1 - epoch])))
-        order = tf.tile(order, [math.ceil(needed / count)])[:needed]
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()
-        return batches.map(lambda step, index: (epoch, step, index))
-
-    def gather(epoch, step, index):
+    def gather(number, index):
+        epoch, step = first_epoch + number // steps, number % steps
         batch = tf.gather(images, index)
         if augments(cfg):
             batch = augment(batch, tf.stack([seed, epoch * 1_000_000 + step]), cfg)
         return batch, tf.gather(labels, index)
 
-    dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
-    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def predict_probs(model, images: np.ndarray, batch_size: int = 1024, tta: bool = False) -> np.ndarray:
@@ -183,7 +172,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     architecture = cfg.architectures[index % len(cfg.architectures)]
     images, holdout_images = to_images(pixels), to_images(holdout_pixels)
     labels, holdout_labels = np.asarray(labels, np.int32), np.asarray(holdout_labels, np.int32)
-    steps = epoch_steps(len(images), cfg)
+    steps = epoch_steps(cfg, len(images))
     model = build_model(cfg, architecture, steps, seed)
     name = f"member {index + 1}/{cfg.members}"
     checkpoint = EpochCheckpoint(member_dir, seed)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic, budget, data, describe, dispatch, ensemble, manifest, report, runs
-from .config import Paths, TrainConfig, apply_overrides, budget_seconds, describe_schedule
+from .config import Paths, TrainConfig, apply_overrides, budget_seconds, describe_schedule, epoch_images
 from .errors import DigitsError, InputError
 from .gpus import gpu_count
 
@@ -84,9 +84,10 @@ def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, clu
         cfg = budget.without_budget(cfg)
     jobs = _members_at_once(jobs, cfg, run_dir, plan, cluster)
     _prepare_run_dir(run_dir, cfg, inputs, started, plan, jobs)
-    log.info(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {cfg.epochs} epochs, "
-             f"{len(inputs.labels)} rows, schedule {describe_schedule(cfg)}")
     holdout = np.load(run_dir / runs.HOLDOUT_FILE)
+    each = f" of {epoch_images(cfg, len(holdout['train_index'])):,} images" if cfg.epoch_rows else ""
+    log.info(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {cfg.epochs} epochs{each}, "
+             f"{len(inputs.labels)} rows, schedule {describe_schedule(cfg)}")
     todo = runs.unfinished_members(run_dir, cfg.members)
     deadline = None
     seconds = budget_seconds(grow.budget if grow and grow.budget else cfg.budget)
