@@ -243,7 +243,8 @@ def curve_points(stored: dict) -> list[dict]:
         for run in data.get("curve", {}).get("figures", []):
             seconds = budget_seconds(run["budget"])
             plan = run.get("plan") or {}
-            strong = plan.get("speeds", {}).get("strong", {}).get("train_images_per_second")
+            strong = (plan.get("speeds", {}).get("strong", {}).get("train_images_per_second")
+                      or run.get("strong_images_per_second"))
             recipe = _best_recipe(data, seconds)
             target = CURVE_TARGETS.get((cls, run["budget"]))
             ok = (recipe is None or run["accuracy"] > recipe[1]) and (target is None or run["accuracy"] >= target)
