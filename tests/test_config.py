@@ -45,6 +45,7 @@ BAD_SETS = {
     "not a bool": (["tta=maybe"], "key 'tta' expects bool, got 'maybe'"),
     "not a float": (["zoom=much"], "key 'zoom' expects float, got 'much'"),
     "below minimum": (["members=0"], "key 'members' must be at least 1, got 0"),
+    "negative epoch_rows": (["epoch_rows=-5"], "key 'epoch_rows' must be 0 (one pass over the train rows) or more"),
 }
 
 
