@@ -449,8 +449,10 @@ def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -
     stamp = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "command": command,
              "machine": f"{host['cpu']}, {host['cores']} cores"}
     for row, figures in results.items():
-        if row == "curve" and row in stored:  # a point re-measured replaces only the point of its budget
-            kept = [p for p in stored[row]["figures"] if p["budget"] not in {q["budget"] for q in figures}]
+        if row == "curve":  # each point keeps its own stamp; one re-measured replaces only the point of its budget
+            figures = [{**p, **stamp} for p in figures]
+            old = stored[row]["figures"] if row in stored else []
+            kept = [p for p in old if p["budget"] not in {q["budget"] for q in figures}]
             figures = sorted(kept + figures, key=lambda p: budget_seconds(p["budget"]))
         if row == "table" and row in stored:  # and only the point of its net and epochs
             new = {(p["architecture"], p["epochs"]) for p in figures["points"]}

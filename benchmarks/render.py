@@ -57,16 +57,22 @@ def _row_line(row: str, entry: dict, peer_seconds: float | None) -> tuple[str, s
 
 
 
+def _stamps(data: dict) -> list[dict]:
+    """A class's rows, and the curve's points (each stamped where it was measured)."""
+    rows = [v for k, v in data.items() if k != "host"]
+    return rows + data.get("curve", {}).get("figures", [])
+
+
 def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
     """BENCHMARKS.md from every class's stored rows, and README's tables (block name -> lines)."""
     lines = ["# Benchmarks", "",
              "Written by `make bench` from [docs/bench/](bench/) (one JSON file per CPU class; each row keeps the "
-             "date, commit and machine it was measured on). Data: MNIST's official split (train.csv = 60,000 rows, "
-             "test.csv = 10,000) built offline from the checked IDX files, except `make demo` (Kaggle's layout: "
-             "42,000 / 28,000). Accuracy is against held-back labels that training never reads. Wall time runs from "
-             "starting `digits train` to the validated submission (the demo: from building the CSVs to the score). "
-             "Every config trains with `ReduceLROnPlateau`; `quick` and the demo plan members and epochs from a "
-             "time budget measured on the machine they run on.", ""]
+             "date, commit and machine it was measured on, as does each point of the budget curve). Data: MNIST's "
+             "official split (train.csv = 60,000 rows, test.csv = 10,000) built offline from the checked IDX files, "
+             "except `make demo` (Kaggle's layout: 42,000 / 28,000). Accuracy is against held-back labels that "
+             "training never reads. Wall time runs from starting `digits train` to the validated submission (the "
+             "demo: from building the CSVs to the score). Every config trains with `ReduceLROnPlateau`; `quick` and "
+             "the demo plan members and epochs from a time budget measured on the machine they run on.", ""]
     summary = ["| CPU | row | accuracy (test) | time | pass | measured |", "|---|---|---|---|---|---|"]
     recipes = {r: [f"`{r}`", f"{stored[c][r]['figures']['reported']:.2%}"] for c in stored for r in RECIPES
                if r in stored[c]}  # README: a row per recipe, the author's figure, then each class's
@@ -87,7 +93,7 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
                   f"- Python {host['python']}, TensorFlow {host['tensorflow']}, Keras {host['keras']}, "
                   f"NumPy {host['numpy']}",
                   "- Commands: " + "; ".join(sorted({f"`{v['command']}` (commit {v['commit']}, {v['date']})"
-                                                     for k, v in data.items() if k != "host"})), "",
+                                                     for v in _stamps(data)})), "",
                   "| row | accuracy (test) | wall time (s) | vs peer | members x epochs | target | pass | measured |",
                   "|---|---|---|---|---|---|---|---|"]
         peer_seconds = None
@@ -249,7 +255,7 @@ def curve_points(stored: dict) -> list[dict]:
             target = CURVE_TARGETS.get((cls, run["budget"]))
             ok = (recipe is None or run["accuracy"] > recipe[1]) and (target is None or run["accuracy"] >= target)
             points.append({"class": cls, "run": run, "plan": plan, "strong": strong, "recipe": recipe,
-                           "target": target, "pass": ok, "date": data["curve"]["date"],
+                           "target": target, "pass": ok, "measured": f"{run['date']}, {run['machine']}",
                            "stands_for": seconds * strong / SLOW_LAPTOP / 60 if strong else None})
     return points
 
@@ -290,7 +296,7 @@ def render_curve(stored: dict) -> tuple[list[str], list[str]]:
         predicted = f"{plan['predicted_accuracy']:.2%}" if plan.get("predicted_accuracy") else ""
         lines.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {strong} | {stands} | {_plan_text(plan)} | "
                      f"{predicted} | {run['accuracy']:.2%} | {run['seconds']:.0f} | {recipe_text} | {wanted} | "
-                     f"{'PASS' if p['pass'] else 'FAIL'} | {p['date']} |")
+                     f"{'PASS' if p['pass'] else 'FAIL'} | {p['measured']} |")
         readme.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {stands} | {_plan_text(plan)} | "
                       f"{run['accuracy']:.2%} | {recipe_text} |")
     return lines + [""], readme

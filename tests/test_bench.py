@@ -7,22 +7,45 @@ from benchmarks import bench, render, targets
 
 # every row but five of the six recipes: tests/test_recipes.py trains each recipe; here one shows the row works
 SMOKE_ROWS = [row for row in bench.ALL_ROWS if row not in bench.RECIPES[1:]]
+# the default suite's share: the rows a budget or the README depends on, one recipe, and the report around them
+QUICK_ROWS = ["isa", "peer", "demo", bench.RECIPES[0], "curve"]
 
 
-def test_bench_smoke_writes_the_report(tmp_path):
+def _smoke(tmp_path, rows: list) -> tuple[str, dict]:
     out = tmp_path / "docs" / "BENCHMARKS.md"
-    bench.main(["--smoke", "--cpu", "avx2", "--out", str(out), "--only", ",".join(SMOKE_ROWS)])
-    text = out.read_text()
-    for row in ("AVX2-only CPU", "peer: Kaggle tutorial recipe", "`fast`", "`quick`", "`make demo`",
-                "| batch 64 |", "Inference:", "Machine:", "TensorFlow", "oneDNN instruction set in use: Intel AVX2",
-                "### The tutorial recipes", f"| `{bench.RECIPES[0]}` |", f"| `{bench.RECIPES[1]}` | not measured yet",
-                "### Ablation", "+ `ReduceLROnPlateau`", "+ member 2 (ensemble of 2"):
+    bench.main(["--smoke", "--cpu", "avx2", "--out", str(out), "--only", ",".join(rows)])
+    return out.read_text(), json.loads((out.parent / "bench" / "avx2.json").read_text())
+
+
+def _check_common(text: str, stored: dict, tmp_path):
+    for row in ("AVX2-only CPU", "peer: Kaggle tutorial recipe", "`make demo`", "Machine:", "TensorFlow",
+                "oneDNN instruction set in use: Intel AVX2", "### The tutorial recipes", f"| `{bench.RECIPES[0]}` |",
+                f"| `{bench.RECIPES[1]}` | not measured yet", "## Accuracy for a time budget",
+                f"| {targets.CLASS_TITLES['avx2']} | {targets.SMOKE_BUDGET} |"):
         assert row in text, row
-    stored = json.loads((out.parent / "bench" / "avx2.json").read_text())
     assert stored["isa"]["figures"]["precision"] == "float32"  # the AVX2 stand-in really runs without bf16
     assert stored["demo"]["figures"][0]["plan"]["train_images_per_second"] > 0  # the demo plans from a budget
     recipe = stored[bench.RECIPES[0]]["figures"]
     assert recipe["epochs"] == [1] and recipe["params"] > 0 and 0 < recipe["accuracy"] <= 1
+    point = stored["curve"]["figures"][0]
+    assert point["budget"] == targets.SMOKE_BUDGET and point["plan"]["train_images_per_second"] > 0
+    assert point["strong_images_per_second"] > 0  # what the point stands for, even where the plan skipped strong
+    assert (tmp_path / "docs" / "images" / "budget_curve.png").stat().st_size > 0
+
+
+def test_bench_smoke_writes_the_report_around_the_budget_rows(tmp_path):
+    text, stored = _smoke(tmp_path, QUICK_ROWS)
+    _check_common(text, stored, tmp_path)
+    assert "| `quick` | not measured yet" in text and "### Ablation" not in text
+
+
+@pytest.mark.slow
+def test_bench_smoke_writes_the_report(tmp_path):
+    text, stored = _smoke(tmp_path, SMOKE_ROWS)
+    _check_common(text, stored, tmp_path)
+    for row in ("`fast`", "`quick`", "| batch 64 |", "Inference:", "### Ablation", "+ `ReduceLROnPlateau`",
+                "+ member 2 (ensemble of 2"):
+        assert row in text, row
     ablation = stored["ablation"]["figures"]
     assert [r["members"] for r in list(ablation.values())[:3]] == [1, 1, 2]
     tta = ablation["test-time augmentation"]
@@ -54,3 +77,28 @@ def test_a_recipe_off_by_more_than_the_tolerance_says_why():
     assert f"| no: {targets.RECIPE_NOTES[explained]} |" in lines[f"`{explained}`"]
     assert "| no: not explained yet |" in lines[f"`{unexplained}`"]
     assert "| -0.56 |" in lines[f"`{unexplained}`"]
+
+
+def _host(cpu: str) -> dict:
+    return {"cpu": cpu, "cores": 2, "cpu_flags": ["avx2"], "python": "3", "tensorflow": "2", "keras": "3", "numpy": "2"}
+
+
+def _point(budget: str, accuracy: float) -> dict:
+    plan = {"architecture": "lite", "members": 2, "epochs": 20, "jobs": 2, "predicted_accuracy": accuracy,
+            "speeds": {"strong": {"train_images_per_second": 860.0}}}
+    return {"budget": budget, "accuracy": accuracy, "seconds": 100.0, "plan": plan}
+
+
+def test_a_curve_point_keeps_the_machine_and_command_it_was_measured_with(tmp_path):
+    bench.save("avx2", {"curve": [_point("20m", 0.9956)]}, _host("Old CPU"), "make bench ONLY=curve", tmp_path)
+    stored = bench.save("avx2", {"curve": [_point("2m", 0.9930), _point("20m", 0.9960)]}, _host("New CPU"),
+                        "make bench ONLY=curve ARGS='--budgets 2m,20m'", tmp_path)
+    assert [(p["budget"], p["accuracy"], p["machine"]) for p in stored["curve"]["figures"]] == [
+        ("2m", 0.9930, "New CPU, 2 cores"), ("20m", 0.9960, "New CPU, 2 cores")]  # re-measured: replaced
+    stored = bench.save("avx2", {"curve": [_point("4m", 0.9940)]}, _host("Third CPU"), "make bench ONLY=curve",
+                        tmp_path)
+    lines = {line.split("|")[2].strip(): line for line in render.render_curve({"avx2": stored})[0]
+             if line.startswith(f"| {targets.CLASS_TITLES['avx2']}")}
+    assert lines["2m"].endswith(", New CPU, 2 cores |") and lines["4m"].endswith(", Third CPU, 2 cores |")
+    text, _ = render.render({"avx2": stored})
+    assert "`make bench ONLY=curve ARGS='--budgets 2m,20m'`" in text  # the older points' command stays listed
