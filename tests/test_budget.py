@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import path_args, paths_under, run_cli
-from digits import budget
+from digits import budget, dispatch
 from digits.config import budget_seconds, load_config
 from digits.errors import InputError
 
@@ -31,7 +31,10 @@ def test_a_budgeted_run_plans_from_measured_speed_and_ends_within_it(small_data,
     assert plan["planned_seconds"] <= BUDGET_S
     assert plan["members"] * plan["epochs"] >= 2, "a minute buys more than one epoch of lenet on 2,000 rows"
     config = json.loads((run_dir / "config.json").read_text())
-    assert (config["members"], config["epochs"]) == (plan["members"], plan["epochs"])
+    assert (config["members"], config["epochs"]) == (plan["members"], budget.most_epochs(plan["epochs"],
+                                                                                         plan["epoch_rows"]))
+    done = [json.loads(p.read_text()) for p in run_dir.glob("members/*/done.json")]
+    assert done and all(1 <= d["epochs_run"] <= config["epochs"] for d in done)
     first = result.stdout.splitlines()[0]
     assert first.startswith("this machine: ") and f"plan: {plan['members']} member(s) x {plan['epochs']}" in first
     epoch_lines = [line for line in result.stdout.splitlines() if " epoch " in line and "img/s" in line]
@@ -40,8 +43,21 @@ def test_a_budgeted_run_plans_from_measured_speed_and_ends_within_it(small_data,
     for line in epoch_lines:
         firsts.setdefault(line.split(" epoch ")[0], line)
     assert f"member 1/{plan['members']}" in firsts, epoch_lines
-    assert all(line.startswith(f"{member} epoch 1/{plan['epochs']}: ") for member, line in firsts.items()), firsts
+    assert all(line.startswith(f"{member} epoch 1/{config['epochs']}: ") for member, line in firsts.items()), firsts
     assert all("run ETA" in line for line in epoch_lines)
+
+
+def test_a_budgeted_member_may_train_past_its_planned_epochs_but_not_past_the_tables_passes():
+    assert budget.most_epochs(20, 0) == 30 and budget.most_epochs(1, 0) == 2
+    assert budget.most_epochs(10, 20_480) == 15  # short epochs: a share of a pass each
+    assert budget.most_epochs(40, 0) == budget.MAX_EPOCHS and budget.most_epochs(budget.MAX_EPOCHS, 0) == 45
+
+
+def test_each_wave_of_members_gets_an_even_share_of_the_time_left():
+    assert dispatch.member_deadline(None, 2, 10.0) is None
+    assert dispatch.member_deadline(1_000.0, 0, 10.0, now=100.0) == 1_000.0  # the last wave: all that is left
+    # two waves after this one, each first needing 10 s to predict and save: (900 - 20) / 3 from now
+    assert dispatch.member_deadline(1_000.0, 2, 10.0, now=100.0) == pytest.approx(100.0 + 880.0 / 3)
 
 
 # Training img/s of each net relative to `strong`, as budget.measure timed them (docs/PERFORMANCE.md, 2026-12-02)
@@ -179,6 +195,16 @@ def test_progress_draws_a_bar_on_a_terminal(capsys, caplog):
     assert "member 1/2 epoch 2/2" in drawn and "img/s" in drawn and "run ETA" in drawn
     lines = [record.getMessage() for record in caplog.records if record.name == "digits.progress"]
     assert len(lines) == 2 and lines[1].startswith("member 1/2 epoch 2/2: ") and "run ETA" in lines[1]
+
+
+def test_the_run_eta_ends_no_later_than_the_budgets_deadline():
+    from digits.progress import Progress
+
+    bar = Progress("member 1/2", 640, 32, 30, images_after=1280, ends_by=time.time() + 5)
+    bar.trained, bar.seconds, bar.epoch = 640, 10.0, 1  # 64 img/s: 29 epochs and a member to go take minutes
+    assert 4 <= bar._eta(0, 0.0) <= 5
+    bar.ends_by = None
+    assert bar._eta(0, 0.0) > 300
 
 
 def test_a_run_writes_tensorboard_events_and_hides_tensorflow_noise(trained_run):

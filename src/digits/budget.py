@@ -22,6 +22,10 @@ MEMBER_SECONDS = 8.0  # building and tracing a member's model, saving its files
 EPOCH_SECONDS = 1.0  # checkpoints written after each epoch
 WORKERS_SECONDS = 8.0  # starting the worker processes that train members at once, TensorFlow imported in each
 SAFETY = 0.95  # speeds drift on a shared machine: plan for 95% of what is left
+# a budgeted member trains on past its planned epochs while its share of the budget lasts, up to this many times
+# them: real epochs took 0.7-1.2x the planned seconds (docs/PERFORMANCE.md, 2026-12-02), so a plan alone left up
+# to a third of a budget unused
+FILL_FACTOR = 1.5
 # members at once trained 16-34% slower per epoch in real budgeted runs than the side-by-side probe predicts
 # (holdout checks, checkpoints and two input pipelines share the cores; docs/PERFORMANCE.md, 2026-12-02)
 AT_ONCE_EFFICIENCY = 0.85
@@ -290,10 +294,18 @@ def fit_to_budget(cfg: TrainConfig, pixels, labels, test_rows: int, started: flo
     if the_plan.get("too_short"):
         log.warning(f"warning: the budget is too short for even one epoch here "
                     f"(~{the_plan['epoch_seconds']:.0f} s each); training one anyway")
-    cfg = dataclasses.replace(cfg, members=the_plan["members"], epochs=the_plan["epochs"],
+    epochs = most_epochs(the_plan["epochs"], the_plan["epoch_rows"])
+    cfg = dataclasses.replace(cfg, members=the_plan["members"], epochs=epochs,
                               epoch_rows=the_plan["epoch_rows"], architectures=(the_plan["architecture"],),
                               plateau_patience=the_plan["plateau_patience"], warmup_epochs=the_plan["warmup_epochs"])
     return cfg, the_plan
+
+
+def most_epochs(planned: int, epoch_rows: int) -> int:
+    """The epochs a budgeted member may train if its share of the budget lasts: FILL_FACTOR x the plan's, but no
+    more than MAX_EPOCHS passes where the plan has whole passes (past them the table adds members, not epochs)."""
+    most = max(planned + 1, round(planned * FILL_FACTOR))
+    return most if epoch_rows else max(planned, min(most, MAX_EPOCHS))
 
 
 def plan_more_members(cfg: TrainConfig, budget: str, pixels, labels, test_rows: int, started: float,

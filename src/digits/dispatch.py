@@ -18,11 +18,13 @@ SLOT_WAIT_S = 60.0  # a worker replacing a dead one waits this long for the dead
 _CLAIM: dict = {}  # in a worker process: the slot it holds for its whole life (its lock's fd, its placement)
 
 
-def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, deadline=None):
+def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, deadline=None,
+                reserve=0.0):
     """Train the members in `todo`; each writes its own folder, so they are independent.
 
-    With a `deadline` (the run's budget) a member still to start when it has passed is left for a rerun,
-    unless no member has finished yet: a run always ends with a submission.
+    With a `deadline` (the run's budget, less one member's `reserve` of seconds for predicting and saving) each
+    member trains until its wave's share of the time left (member_deadline), and a member still to start when the
+    deadline has passed is left for a rerun, unless no member has finished yet: a run always ends with a submission.
     """
     arrays = (
         inputs.pixels[train_index],
@@ -40,22 +42,31 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
             if deadline is not None and time.time() >= deadline and (position or len(todo) < cfg.members):
                 log.info(f"budget spent: members {todo[position:]} not trained (rerun the command to train them)")
                 return
-            after = (len(todo) - position - 1) * rows * cfg.epochs
-            train_member(cfg, index, *arrays, runs.member_dir(run_dir, index), images_after=after,
-                         deadline=deadline, gpu=gpu)
+            after = len(todo) - position - 1
+            train_member(cfg, index, *arrays, runs.member_dir(run_dir, index), images_after=after * rows * cfg.epochs,
+                         deadline=member_deadline(deadline, after, reserve), ends_by=deadline, gpu=gpu)
         return
     import joblib
 
     slots = placements(jobs, visible_gpus(), os.cpu_count() or 1) if not cluster else []
     at_once = jobs if not cluster else len(todo)
-    rows = epoch_images(cfg, len(train_index))
     with _backend(cluster, Path(run_dir) / SLOTS_DIR, slots):
         joblib.Parallel(n_jobs=at_once)(
             joblib.delayed(_train_in_worker)(cfg, index, arrays, str(runs.member_dir(run_dir, index)), 0, deadline,
-                                             (len(todo) - 1 - position) // at_once * rows * cfg.epochs,
-                                             str(run_dir) if position >= at_once or len(todo) < cfg.members else None)
+                                             (len(todo) - 1 - position) // at_once,
+                                             str(run_dir) if position >= at_once or len(todo) < cfg.members else None,
+                                             reserve)
             for position, index in enumerate(todo)
         )
+
+
+def member_deadline(deadline: float | None, waves_after: int, reserve: float, now: float | None = None):
+    """When a member starting `now` must stop training: its wave's even share of the time to the run's `deadline`,
+    after the `reserve` seconds that each of the `waves_after` later waves needs to predict and save."""
+    if deadline is None:
+        return None
+    now = time.time() if now is None else now
+    return now + (deadline - now - waves_after * reserve) / (waves_after + 1)
 
 
 def placements(jobs: int, gpus: list[dict], cores: int) -> list[dict]:
@@ -103,12 +114,14 @@ def claim_slot(slots_dir: str, slots: list[dict]):
         time.sleep(0.5)
 
 
-def _train_in_worker(cfg, index, arrays, member_dir, threads, deadline, images_after=0, skippable_in=None):
+def _train_in_worker(cfg, index, arrays, member_dir, threads, deadline, waves_after=0, skippable_in=None,
+                     reserve=0.0):
     """Entry point in a worker process: import TensorFlow there, not in the parent, after claim_slot pinned its GPU.
 
-    `images_after`: images of the later waves of members, for the run's ETA (each wave trains at this one's speed).
-    A member that would start past the `deadline` is left for a rerun if `skippable_in` (its run folder) already has
-    a finished member, as in-process; members of the first wave always train, so the run ends with a submission.
+    `waves_after`: waves of members still to come after this one's, for its share of the `deadline` and the run's
+    ETA (each wave trains at this one's speed). A member that would start past the `deadline` is left for a rerun
+    if `skippable_in` (its run folder) already has a finished member, as in-process; members of the first wave
+    always train, so the run ends with a submission.
     """
     from . import logs
 
@@ -121,8 +134,10 @@ def _train_in_worker(cfg, index, arrays, member_dir, threads, deadline, images_a
     placement = _CLAIM.get("placement") or {"threads": threads, "gpu": None}
     log.info(f"member {index + 1}/{cfg.members}: worker {os.getpid()} (slot {placement.get('slot', '-')}) trains it "
              f"on {describe_gpu(placement['gpu'])}")
-    return train_member(cfg, index, *arrays, member_dir, threads=placement["threads"], deadline=deadline,
-                        gpu=placement["gpu"], images_after=images_after)
+    images_after = waves_after * epoch_images(cfg, len(arrays[0])) * cfg.epochs
+    return train_member(cfg, index, *arrays, member_dir, threads=placement["threads"], gpu=placement["gpu"],
+                        deadline=member_deadline(deadline, waves_after, reserve), ends_by=deadline,
+                        images_after=images_after)
 
 
 @contextlib.contextmanager

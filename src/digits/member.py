@@ -155,11 +155,12 @@ def schedule_callbacks(cfg: TrainConfig, steps: int) -> list:
 
 def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, holdout_labels, test_pixels,
                  member_dir, threads: int = 0, images_after: int = 0, deadline: float | None = None,
-                 gpu: dict | None = None) -> dict:
+                 gpu: dict | None = None, ends_by: float | None = None) -> dict:
     """Train member `index` into `member_dir`, continuing from its last finished epoch if any.
 
     `images_after` (images the members after this one will train on) feeds the run's ETA; past `deadline`
-    (a time.time()) no further epoch starts, and the best epoch so far is kept. `gpu` (gpus.visible_gpus's
+    (a time.time()) no further epoch starts, and the best epoch so far is kept; `ends_by` (the run's deadline)
+    bounds the ETA. `gpu` (gpus.visible_gpus's
     entry this process was given) is recorded in done.json, or null if TensorFlow sees no GPU.
     """
     member_dir = Path(member_dir)
@@ -190,7 +191,8 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     callbacks.append(checkpoint)
     if cfg.tensorboard and importlib.util.find_spec("tensorboard"):  # Keras's callback needs the package
         callbacks.append(keras.callbacks.TensorBoard(str(member_dir / runs.TENSORBOARD_DIR), write_graph=False))
-    callbacks.append(progress.Progress(name, steps * cfg.batch_size, cfg.batch_size, cfg.epochs, images_after))
+    callbacks.append(progress.Progress(name, steps * cfg.batch_size, cfg.batch_size, cfg.epochs, images_after,
+                                       ends_by=ends_by))
     if first_epoch < cfg.epochs and not checkpoint.state.get("stopped"):
         model.fit(
             make_dataset(images, labels, cfg, seed, first_epoch, cfg.epochs),

@@ -23,13 +23,15 @@ class Progress(keras.callbacks.Callback):
     """Step, images/s, the member (k of N), and the whole run's estimated time left.
 
     The run's estimate assumes the rest trains at this member's speed: images left in this member plus
-    `images_after` (the members still to come), divided by images/s so far.
+    `images_after` (the members still to come), divided by images/s so far; no later than `ends_by` (a
+    time.time(): a budget's training deadline), if given.
     """
 
-    def __init__(self, label: str, rows: int, batch_size: int, epochs: int, images_after: int, terminal=None):
+    def __init__(self, label: str, rows: int, batch_size: int, epochs: int, images_after: int, terminal=None,
+                 ends_by: float | None = None):
         super().__init__()
         self.label, self.rows, self.batch_size, self.epochs = label, rows, batch_size, epochs
-        self.images_after = images_after
+        self.images_after, self.ends_by = images_after, ends_by
         self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.bar = None
         self.trained, self.seconds = 0, 0.0
@@ -37,7 +39,8 @@ class Progress(keras.callbacks.Callback):
     def _eta(self, seen_this_epoch: int, elapsed: float) -> float:
         speed = (self.trained + seen_this_epoch) / max(self.seconds + elapsed, 1e-9)
         left = (self.epochs - self.epoch) * self.rows - seen_this_epoch + self.images_after
-        return left / max(speed, 1e-9)
+        eta = left / max(speed, 1e-9)
+        return eta if self.ends_by is None else min(eta, self.ends_by - time.time())
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.started = epoch, time.time()

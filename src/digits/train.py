@@ -86,16 +86,18 @@ def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, clu
     _prepare_run_dir(run_dir, cfg, inputs, started, plan, jobs)
     holdout = np.load(run_dir / runs.HOLDOUT_FILE)
     each = f" of {epoch_images(cfg, len(holdout['train_index'])):,} images" if cfg.epoch_rows else ""
-    log.info(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {cfg.epochs} epochs{each}, "
+    seconds = budget_seconds(grow.budget if grow and grow.budget else cfg.budget)
+    epochs = f"{cfg.epochs} epochs{each}" + (" at most (fewer if its share of the budget ends first)"
+                                             if seconds else "")
+    log.info(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {epochs}, "
              f"{len(inputs.labels)} rows, schedule {describe_schedule(cfg)}")
     todo = runs.unfinished_members(run_dir, cfg.members)
-    deadline = None
-    seconds = budget_seconds(grow.budget if grow and grow.budget else cfg.budget)
+    deadline, reserve = None, 0.0
     if seconds:
         reserve = (plan["member_seconds"] - plan["epochs"] * plan["epoch_seconds"]) if plan else 0.0
         deadline = started + seconds - budget.FINISH_SECONDS - reserve
     dispatch.run_members(cfg, inputs, holdout["train_index"], holdout["holdout_index"], run_dir, todo, jobs, cluster,
-                         deadline=deadline)
+                         deadline=deadline, reserve=reserve)
     manifest.finish(run_dir)
     metrics = ensemble.finish(run_dir, paths)
     log.info(f"report: {report.build(run_dir)}")
