@@ -260,11 +260,14 @@ def curve_points(stored: dict) -> list[dict]:
     return points
 
 
-def _plan_text(plan: dict) -> str:
+def _plan_text(plan: dict, trained=()) -> str:
+    """The plan, and the epochs its members trained where they differ (a budget fills or cuts them)."""
     if not plan:
         return ""
     at_once = f", {plan['jobs']} at once" if plan.get("jobs", 1) > 1 else ""
-    return f"{plan['members']} x {plan['epochs']} ep of {plan['architecture']}{at_once}"
+    ran = sorted(set(trained))
+    ran = f" (trained {'-'.join(map(str, ran[:: max(1, len(ran) - 1)]))})" if ran and ran != [plan["epochs"]] else ""
+    return f"{plan['members']} x {plan['epochs']} ep{ran} of {plan['architecture']}{at_once}"
 
 
 def render_curve(stored: dict) -> tuple[list[str], list[str]]:
@@ -294,10 +297,11 @@ def render_curve(stored: dict) -> tuple[list[str], list[str]]:
         stands = f"~{p['stands_for']:.1f} min" if p["stands_for"] else ""
         strong = f"{p['strong']:,.0f} img/s" if p["strong"] else ""
         predicted = f"{plan['predicted_accuracy']:.2%}" if plan.get("predicted_accuracy") else ""
-        lines.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {strong} | {stands} | {_plan_text(plan)} | "
+        planned = _plan_text(plan, run.get("epochs", ()))
+        lines.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {strong} | {stands} | {planned} | "
                      f"{predicted} | {run['accuracy']:.2%} | {run['seconds']:.0f} | {recipe_text} | {wanted} | "
                      f"{'PASS' if p['pass'] else 'FAIL'} | {p['measured']} |")
-        readme.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {stands} | {_plan_text(plan)} | "
+        readme.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {stands} | {planned} | "
                       f"{run['accuracy']:.2%} | {recipe_text} |")
     return lines + [""], readme
 

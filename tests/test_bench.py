@@ -102,3 +102,9 @@ def test_a_curve_point_keeps_the_machine_and_command_it_was_measured_with(tmp_pa
     assert lines["2m"].endswith(", New CPU, 2 cores |") and lines["4m"].endswith(", Third CPU, 2 cores |")
     text, _ = render.render({"avx2": stored})
     assert "`make bench ONLY=curve ARGS='--budgets 2m,20m'`" in text  # the older points' command stays listed
+
+
+def test_a_curve_point_shows_the_epochs_its_members_trained_where_the_budget_filled_or_cut_them():
+    assert render._plan_text(_point("9m", 0.995)["plan"], [20, 20]) == "2 x 20 ep of lite, 2 at once"
+    assert render._plan_text(_point("9m", 0.995)["plan"], [30, 30]) == "2 x 20 ep (trained 30) of lite, 2 at once"
+    assert render._plan_text(_point("9m", 0.995)["plan"], [18, 27]) == "2 x 20 ep (trained 18-27) of lite, 2 at once"
