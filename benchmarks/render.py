@@ -266,7 +266,7 @@ def _plan_text(plan: dict, trained=()) -> str:
         return ""
     at_once = f", {plan['jobs']} at once" if plan.get("jobs", 1) > 1 else ""
     ran = sorted(set(trained))
-    ran = f" (trained {'-'.join(map(str, ran[:: max(1, len(ran) - 1)]))})" if ran and ran != [plan["epochs"]] else ""
+    ran = f" (trained {ran[0]}{f'-{ran[-1]}' if len(ran) > 1 else ''})" if ran and ran != [plan["epochs"]] else ""
     return f"{plan['members']} x {plan['epochs']} ep{ran} of {plan['architecture']}{at_once}"
 
 

@@ -159,9 +159,9 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     """Train member `index` into `member_dir`, continuing from its last finished epoch if any.
 
     `images_after` (images the members after this one will train on) feeds the run's ETA; past `deadline`
-    (a time.time()) no further epoch starts, and the best epoch so far is kept; `ends_by` (the run's deadline)
-    bounds the ETA. `gpu` (gpus.visible_gpus's
-    entry this process was given) is recorded in done.json, or null if TensorFlow sees no GPU.
+    (a time.time(): its share of the budget) no further epoch starts, and the best epoch so far is kept; `ends_by`
+    (the run's deadline) bounds the ETA. `gpu` (gpus.visible_gpus's entry this process was given) is recorded in
+    done.json, or null if TensorFlow sees no GPU.
     """
     member_dir = Path(member_dir)
     member_dir.mkdir(parents=True, exist_ok=True)
@@ -249,7 +249,8 @@ class WarmUp(keras.callbacks.Callback):
 
 
 class Deadline(keras.callbacks.Callback):
-    """Stop training when another epoch as long as the last would end past a wall-clock deadline (the budget)."""
+    """Stop training when another epoch as long as the last would end past a wall-clock deadline (the member's share
+    of the budget)."""
 
     def __init__(self, deadline: float):
         super().__init__()
