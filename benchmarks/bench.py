@@ -26,6 +26,7 @@ from benchmarks.targets import (
     ABLATION_MEMBERS,
     ALL_ROWS,
     AVX2_ENV,
+    CAPPED,
     CURVE_BUDGETS,
     DEMO_BUDGET,
     GROUPS,
@@ -446,13 +447,16 @@ def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -
     """Merge `results` into docs/bench/<cls>.json, stamping each row with date, commit, command and machine."""
     path = results_dir / f"{cls}.json"
     stored = json.loads(path.read_text()) if path.is_file() else {}
+    stand_in = cls == "avx2" and bool(host["cpu_flags"])  # a CPU with more than AVX2, capped to it
     stamp = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "command": command,
-             "machine": f"{host['cpu']}, {host['cores']} cores"}
+             "machine": f"{host['cpu']}, {host['cores']} cores{CAPPED * stand_in}"}
     for row, figures in results.items():
-        if row == "curve":  # each point keeps its own stamp; one re-measured replaces only the point of its budget
-            figures = [{**p, **stamp} for p in figures]
+        if row == "curve":  # each point keeps its own stamp; one re-measured replaces only its series' budget
+            series = "avx2-native" if cls == "avx2" and not stand_in else cls
+            figures = [{**p, **stamp, "series": series} for p in figures]
             old = stored[row]["figures"] if row in stored else []
-            kept = [p for p in old if p["budget"] not in {q["budget"] for q in figures}]
+            new = {(series, q["budget"]) for q in figures}
+            kept = [p for p in old if (p.get("series", cls), p["budget"]) not in new]
             figures = sorted(kept + figures, key=lambda p: budget_seconds(p["budget"]))
         if row == "table" and row in stored:  # and only the point of its net and epochs
             new = {(p["architecture"], p["epochs"]) for p in figures["points"]}

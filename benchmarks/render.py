@@ -4,7 +4,9 @@ import statistics
 from pathlib import Path
 
 from benchmarks.targets import (
+    CAPPED,
     CLASS_TITLES,
+    CURVE_SERIES,
     CURVE_TARGETS,
     README,
     RECIPE_NOTES,
@@ -52,7 +54,7 @@ def _row_line(row: str, entry: dict, peer_seconds: float | None) -> tuple[str, s
              "fast-onecycle": "`fast` with `schedule=onecycle`"}.get(row, f"`{row}`")
     accuracy, seconds = _spread([r["accuracy"] for r in runs], ".2%"), _spread([r["seconds"] for r in runs], ".0f")
     line = (f"| {label} | {accuracy} | {seconds} | {ratio} | {shape} | {', '.join(wanted) or '(comparison)'} "
-            f"| {verdict} | {entry['date']} |")
+            f"| {verdict} | {entry['date']}, {entry['machine']} |")
     return line, verdict
 
 
@@ -84,10 +86,13 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
         host = data["host"]
         isa = data.get("isa", {}).get("figures", {})
         lines += [f"## {CLASS_TITLES[cls]}", "",
-                  f"- Machine: {host['cpu']}, {host['cores']} cores, flags {', '.join(host['cpu_flags']) or 'none'}"
-                  + (", oneDNN capped by `ONEDNN_MAX_CPU_ISA=AVX2` (a stand-in: the same instructions as an AVX2 "
-                     "laptop on a newer core, so a real AVX2-only CPU can be slower; budgeted rows adapt to it, the "
-                     "others take longer)" if cls == "avx2" and host["cpu_flags"] else ""),
+                  f"- Machine of the last run: {host['cpu']}, {host['cores']} cores, flags "
+                  f"{', '.join(host['cpu_flags']) or 'none beyond AVX2'}",
+                  "- Rows measured on: " + "; ".join(sorted({v["machine"] for v in _stamps(data)}))
+                  + (f"; \"{CAPPED.strip()}\" is a stand-in, oneDNN capped by `ONEDNN_MAX_CPU_ISA=AVX2`: the same "
+                     "instructions as an AVX2 laptop on a newer core, so a real AVX2-only CPU can be slower (budgeted "
+                     "rows adapt to it, the others take longer)" if any(CAPPED in v["machine"] for v in _stamps(data))
+                     else ""),
                   f"- oneDNN instruction set in use: {isa.get('isa', 'not measured')}; "
                   f"compute precision: {isa.get('precision', 'not measured')}",
                   f"- Python {host['python']}, TensorFlow {host['tensorflow']}, Keras {host['keras']}, "
@@ -247,14 +252,15 @@ def curve_points(stored: dict) -> list[dict]:
     for cls in ("bf16", "avx2"):
         data = stored.get(cls, {})
         for run in data.get("curve", {}).get("figures", []):
+            series = run.get("series", cls)
             seconds = budget_seconds(run["budget"])
             plan = run.get("plan") or {}
             strong = (plan.get("speeds", {}).get("strong", {}).get("train_images_per_second")
                       or run.get("strong_images_per_second"))
             recipe = _best_recipe(data, seconds)
-            target = CURVE_TARGETS.get((cls, run["budget"]))
+            target = CURVE_TARGETS.get((series, run["budget"]))
             ok = (recipe is None or run["accuracy"] > recipe[1]) and (target is None or run["accuracy"] >= target)
-            points.append({"class": cls, "run": run, "plan": plan, "strong": strong, "recipe": recipe,
+            points.append({"class": cls, "series": series, "run": run, "plan": plan, "strong": strong, "recipe": recipe,
                            "target": target, "pass": ok, "measured": f"{run['date']}, {run['machine']}",
                            "stands_for": seconds * strong / SLOW_LAPTOP / 60 if strong else None})
     return points
@@ -298,10 +304,10 @@ def render_curve(stored: dict) -> tuple[list[str], list[str]]:
         strong = f"{p['strong']:,.0f} img/s" if p["strong"] else ""
         predicted = f"{plan['predicted_accuracy']:.2%}" if plan.get("predicted_accuracy") else ""
         planned = _plan_text(plan, run.get("epochs", ()))
-        lines.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {strong} | {stands} | {planned} | "
+        lines.append(f"| {CURVE_SERIES[p['series']]} | {run['budget']} | {strong} | {stands} | {planned} | "
                      f"{predicted} | {run['accuracy']:.2%} | {run['seconds']:.0f} | {recipe_text} | {wanted} | "
                      f"{'PASS' if p['pass'] else 'FAIL'} | {p['measured']} |")
-        readme.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {stands} | {planned} | "
+        readme.append(f"| {CURVE_SERIES[p['series']]} | {run['budget']} | {stands} | {planned} | "
                       f"{run['accuracy']:.2%} | {recipe_text} |")
     return lines + [""], readme
 
@@ -317,13 +323,15 @@ def plot_curve(stored: dict, path: Path):
     if not points:
         return
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for cls, colour in (("bf16", "tab:blue"), ("avx2", "tab:orange")):
-        mine = [p for p in points if p["class"] == cls]
-        if not mine:
-            continue
-        ax.plot([budget_seconds(p["run"]["budget"]) / 60 for p in mine], [100 * p["run"]["accuracy"] for p in mine],
-                "o-", color=colour, label=f"quick with a budget: {CLASS_TITLES[cls]}")
-        data = stored[cls]
+    colours = {"bf16": "tab:blue", "avx2": "tab:orange", "avx2-native": "tab:red"}
+    for series, colour in colours.items():
+        mine = [p for p in points if p["series"] == series]
+        if mine:
+            ax.plot([budget_seconds(p["run"]["budget"]) / 60 for p in mine],
+                    [100 * p["run"]["accuracy"] for p in mine], "o-", color=colour,
+                    label=f"quick with a budget: {CURVE_SERIES[series]}")
+    for cls in ("bf16", "avx2"):
+        data, colour = stored.get(cls, {}), colours[cls]
         recipes = [(data[r]["figures"]["seconds"] / 60, 100 * data[r]["figures"]["accuracy"]) for r in RECIPES
                    if r in data]
         if recipes:

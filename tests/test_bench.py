@@ -18,11 +18,13 @@ def _smoke(tmp_path, rows: list) -> tuple[str, dict]:
 
 
 def _check_common(text: str, stored: dict, tmp_path):
-    for row in ("AVX2-only CPU", "peer: Kaggle tutorial recipe", "`make demo`", "Machine:", "TensorFlow",
+    for row in ("AVX2-only CPU", "peer: Kaggle tutorial recipe", "`make demo`", "Machine of the last run:",
+                "TensorFlow",
                 "oneDNN instruction set in use: Intel AVX2", "### The tutorial recipes", f"| `{bench.RECIPES[0]}` |",
                 f"| `{bench.RECIPES[1]}` | not measured yet", "## Accuracy for a time budget",
-                f"| {targets.CLASS_TITLES['avx2']} | {targets.SMOKE_BUDGET} |"):
+                f"| {targets.CURVE_SERIES[stored['curve']['figures'][0]['series']]} | {targets.SMOKE_BUDGET} |"):
         assert row in text, row
+    assert stored["curve"]["figures"][0]["series"] == ("avx2" if bench.cpu_classes()["avx2"] else "avx2-native")
     assert stored["isa"]["figures"]["precision"] == "float32"  # the AVX2 stand-in really runs without bf16
     assert stored["demo"]["figures"][0]["plan"]["train_images_per_second"] > 0  # the demo plans from a budget
     recipe = stored[bench.RECIPES[0]]["figures"]
@@ -79,8 +81,9 @@ def test_a_recipe_off_by_more_than_the_tolerance_says_why():
     assert "| -0.56 |" in lines[f"`{unexplained}`"]
 
 
-def _host(cpu: str) -> dict:
-    return {"cpu": cpu, "cores": 2, "cpu_flags": ["avx2"], "python": "3", "tensorflow": "2", "keras": "3", "numpy": "2"}
+def _host(cpu: str, flags=()) -> dict:
+    return {"cpu": cpu, "cores": 2, "cpu_flags": list(flags), "python": "3", "tensorflow": "2", "keras": "3",
+            "numpy": "2"}
 
 
 def _point(budget: str, accuracy: float) -> dict:
@@ -98,10 +101,20 @@ def test_a_curve_point_keeps_the_machine_and_command_it_was_measured_with(tmp_pa
     stored = bench.save("avx2", {"curve": [_point("4m", 0.9940)]}, _host("Third CPU"), "make bench ONLY=curve",
                         tmp_path)
     lines = {line.split("|")[2].strip(): line for line in render.render_curve({"avx2": stored})[0]
-             if line.startswith(f"| {targets.CLASS_TITLES['avx2']}")}
+             if line.startswith(f"| {targets.CURVE_SERIES['avx2-native']}")}
     assert lines["2m"].endswith(", New CPU, 2 cores |") and lines["4m"].endswith(", Third CPU, 2 cores |")
     text, _ = render.render({"avx2": stored})
     assert "`make bench ONLY=curve ARGS='--budgets 2m,20m'`" in text  # the older points' command stays listed
+
+
+def test_the_avx2_stand_in_and_a_real_avx2_cpu_keep_their_own_curve_points(tmp_path):
+    bench.save("avx2", {"curve": [_point("2m", 0.9921)]}, _host("Bf16 CPU", ["avx512_bf16"]), "c", tmp_path)
+    stored = bench.save("avx2", {"curve": [_point("2m", 0.9900)]}, _host("Zen 3"), "c", tmp_path)
+    assert [(p["series"], p["machine"]) for p in stored["curve"]["figures"]] == [
+        ("avx2", "Bf16 CPU, 2 cores (capped to AVX2)"), ("avx2-native", "Zen 3, 2 cores")]
+    points = {p["series"]: p for p in render.curve_points({"avx2": stored})}
+    assert points["avx2"]["target"] == targets.CURVE_TARGETS[("avx2", "2m")]  # the issue's target is the stand-in's
+    assert points["avx2-native"]["target"] is None
 
 
 def test_a_curve_point_shows_the_epochs_its_members_trained_where_the_budget_filled_or_cut_them():
