@@ -389,7 +389,8 @@ def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=pri
             results["curve"].append(point)
     if "parallel" in rows:
         log(f"[{cls}] members at once: one member on every core against one single-thread member per core")
-        results["parallel"] = accuracy_table.parallel_speedup(env, ("lenet",) if smoke else ("strong", "lite"))
+        nets = ("lenet",) if smoke else tuple(accuracy_table.POINTS)  # every net the planner chooses from
+        results["parallel"] = accuracy_table.parallel_speedup(env, nets)
     if "table" in rows and cls == next(iter(cpu_classes())):  # accuracy does not depend on the CPU: one class
         log(f"[{cls}] the planner's accuracy table: nets x epochs, two members each (Kaggle layout)")
         results["table"] = accuracy_table.measure(prepare_data(bench_dir, "kaggle", smoke),
