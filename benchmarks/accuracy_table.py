@@ -97,7 +97,7 @@ def write_module(figures: dict, speedups: dict, date: str, path: Path = TABLE_MO
             f"PAIR_GAIN, PAIR_GAIN_POWER = {round(float(np.exp(log_c)), 4)}, {round(float(power), 3)}\n"
             "# per compute precision and net: total training speed of one single-thread member per core over one\n"
             "# member on every core (a net not timed takes the least of the others)\n"
-            f"PARALLEL_SPEEDUP = {parallel}\n")
+            f"PARALLEL_SPEEDUP = {pprint.pformat(parallel, width=110)}\n")
     atomic.write_text(path, text)
 
 

@@ -32,10 +32,10 @@ AT_ONCE_EFFICIENCY = 0.85
 MIN_CHECKS = 16  # holdout checks a short run gets at least (shorter epochs), so ReduceLROnPlateau acts in time
 MAX_CHECKS_PER_PASS = 8  # each check costs a holdout prediction and a checkpoint
 TIMED_IMAGES = 4096  # images timed per candidate net, after the first call (tracing, oneDNN's first calls)
-# each candidate net costs at least this many times the one before it per training image: the least ratio
-# measured is 1.13 (lite over kaggle-rmsprop on a real AVX2-only Zen 3, docs/PERFORMANCE.md, 2026-12-03; 1.6x
-# with bf16, 2.9x on the AVX2 stand-in; strong 2.5-4x lite)
-MIN_COST_RATIO = 1.1
+# per net, at least how many times the net before it (plan_table order) it costs per training image: the least
+# ratios measured (docs/PERFORMANCE.md, 2026-12-03) are lite 1.13x kaggle-rmsprop (a real AVX2-only Zen 3; 1.6x
+# with bf16, 2.9x on the AVX2 stand-in) and strong 2.2x lite (bf16 Xeon; 3.7x on the Zen 3)
+MIN_COST_RATIO = {"lite": 1.1, "strong": 2.0}
 
 
 def candidates(cfg: TrainConfig) -> list[str]:
@@ -202,24 +202,24 @@ def auto_jobs(cfg: TrainConfig) -> int:
 def make_plan(cfg: TrainConfig, pixels, labels, test_rows: int, started: float, jobs="auto", epochs: int = 0) -> dict:
     """Time the candidate nets here, cheapest first, then `choose` the plan for the budget left since `started`.
 
-    A net is not timed where it cannot win: even at the speed of the net before it over MIN_COST_RATIO, it would
-    predict no better in the time left than the nets timed already (short budgets save its timing).
+    A net is not timed where it cannot win: even at the speed of the net before it (timed, or bounded so if not)
+    over its MIN_COST_RATIO, it would predict no better in the time left than the nets timed already (short
+    budgets save its timing).
     """
     holdout_rows = math.ceil(len(labels) * cfg.holdout_fraction)
     rows, workers = len(labels) - holdout_rows, worker_choices(jobs)
     speedup = {net: 1.0 if gpu_count() else parallel_speedup(net) for net in candidates(cfg)}
-    speeds, not_timed = {}, []
+    speeds, not_timed, last = {}, [], None  # last: the speed of the net before, timed or bounded
     for net in candidates(cfg):
         if speeds:
             left = budget_seconds(cfg.budget) - (time.time() - started)
-            slowest = min(speeds.values(), key=lambda s: s["train_images_per_second"])
-            bound = {k: v / MIN_COST_RATIO for k, v in slowest.items() if k != "architecture"}
+            last = {k: v / MIN_COST_RATIO.get(net, 1.1) for k, v in last.items() if k != "architecture"}
             timed = options(cfg, left, speeds, rows, holdout_rows, test_rows, workers, speedup, epochs)
-            hoped = options(cfg, left, {net: bound}, rows, holdout_rows, test_rows, workers, speedup, epochs)
+            hoped = options(cfg, left, {net: last}, rows, holdout_rows, test_rows, workers, speedup, epochs)
             if timed and (not hoped or _rank(hoped[0]) >= _rank(timed[0])):
                 not_timed.append(net)
                 continue
-        speeds[net] = measure(cfg, pixels, labels, net)
+        speeds[net] = last = measure(cfg, pixels, labels, net)
     seconds_left = budget_seconds(cfg.budget) - (time.time() - started)
     the_plan = choose(cfg, seconds_left, speeds, rows, holdout_rows, test_rows, workers, speedup, epochs)
     return {**the_plan, "not_timed": not_timed}
