@@ -43,10 +43,15 @@ from digits import atomic, mnist, runs
 from digits.config import CONFIGS_DIR, PROJECT_ROOT, Paths, budget_seconds
 
 
+def has_bf16(flags) -> bool:
+    """Whether CPU flags (/proc/cpuinfo's text, or a machine's `cpu_flags`) include bf16: then AVX2 is stood in for."""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def cpu_classes() -> dict:
     """The CPU classes this machine can measure: its own, and AVX2 (emulated) when it has more than AVX2."""
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    if "avx512_bf16" in flags or "amx_bf16" in flags:
+    if has_bf16(flags):
         return {"bf16": {}, "avx2": AVX2_ENV}
     return {"avx2": {}}
 
@@ -448,7 +453,7 @@ def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -
     """Merge `results` into docs/bench/<cls>.json, stamping each row with date, commit, command and machine."""
     path = results_dir / f"{cls}.json"
     stored = json.loads(path.read_text()) if path.is_file() else {}
-    stand_in = cls == "avx2" and bool(host["cpu_flags"])  # a CPU with more than AVX2, capped to it
+    stand_in = cls == "avx2" and has_bf16(host["cpu_flags"])  # a bf16 CPU, oneDNN capped to AVX2
     stamp = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "command": command,
              "machine": f"{host['cpu']}, {host['cores']} cores{CAPPED * stand_in}"}
     for row, figures in results.items():

@@ -213,7 +213,8 @@ def make_plan(cfg: TrainConfig, pixels, labels, test_rows: int, started: float, 
     for net in candidates(cfg):
         if speeds:
             left = budget_seconds(cfg.budget) - (time.time() - started)
-            last = {k: v / MIN_COST_RATIO.get(net, 1.1) for k, v in last.items() if k != "architecture"}
+            ratio = MIN_COST_RATIO.get(net, min(MIN_COST_RATIO.values()))
+            last = {k: v / ratio for k, v in last.items() if k != "architecture"}
             timed = options(cfg, left, speeds, rows, holdout_rows, test_rows, workers, speedup, epochs)
             hoped = options(cfg, left, {net: last}, rows, holdout_rows, test_rows, workers, speedup, epochs)
             if timed and (not hoped or _rank(hoped[0]) >= _rank(timed[0])):
