@@ -26,7 +26,7 @@ from benchmarks.targets import (
     ABLATION_MEMBERS,
     ALL_ROWS,
     AVX2_ENV,
-    CAPPED,
+    CLASS_TITLES,
     CURVE_BUDGETS,
     DEMO_BUDGET,
     GROUPS,
@@ -46,6 +46,11 @@ from digits.config import CONFIGS_DIR, PROJECT_ROOT, Paths, budget_seconds
 def has_bf16(flags) -> bool:
     """Whether CPU flags (/proc/cpuinfo's text, or a machine's `cpu_flags`) include bf16: then AVX2 is stood in for."""
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def stored_class(cls: str, flags) -> str:
+    """The class a machine's rows are kept as: AVX2 on a real AVX2-only CPU is apart from the stand-in's."""
+    return "avx2-native" if cls == "avx2" and not has_bf16(flags) else cls
 
 
 def cpu_classes() -> dict:
@@ -439,8 +444,9 @@ def write_plan_table(stored: dict):
     table = next((data["table"] for data in stored.values() if "table" in data), None)
     if table is None:
         return
-    precision = {"bf16": "mixed_bfloat16", "avx2": "float32"}
-    speedups = {precision[cls]: data["parallel"]["figures"] for cls, data in stored.items() if "parallel" in data}
+    precision = {"bf16": "mixed_bfloat16", "avx2": "float32", "avx2-native": "float32"}  # native after the stand-in:
+    speedups = {precision[cls]: stored[cls]["parallel"]["figures"] for cls in CLASS_TITLES  # a real AVX2 CPU's wins
+                if "parallel" in stored.get(cls, {})}
     accuracy_table.write_module(table["figures"], speedups, table["date"])
 
 
@@ -450,19 +456,17 @@ def _commit() -> str:
 
 
 def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -> dict:
-    """Merge `results` into docs/bench/<cls>.json, stamping each row with date, commit, command and machine."""
-    path = results_dir / f"{cls}.json"
+    """Merge `results` into docs/bench/<class>.json (stored_class), stamping each row with date, commit, command and
+    machine; returns that class's stored rows."""
+    path = results_dir / f"{stored_class(cls, host['cpu_flags'])}.json"
     stored = json.loads(path.read_text()) if path.is_file() else {}
-    stand_in = cls == "avx2" and has_bf16(host["cpu_flags"])  # a bf16 CPU, oneDNN capped to AVX2
     stamp = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "command": command,
-             "machine": f"{host['cpu']}, {host['cores']} cores{CAPPED * stand_in}"}
+             "machine": f"{host['cpu']}, {host['cores']} cores"}
     for row, figures in results.items():
-        if row == "curve":  # each point keeps its own stamp; one re-measured replaces only its series' budget
-            series = "avx2-native" if cls == "avx2" and not stand_in else cls
-            figures = [{**p, **stamp, "series": series} for p in figures]
-            old = stored[row]["figures"] if row in stored else []
-            new = {(series, q["budget"]) for q in figures}
-            kept = [p for p in old if (p.get("series", cls), p["budget"]) not in new]
+        if row == "curve":  # each point keeps its own stamp; one re-measured replaces only its budget's
+            figures = [{**p, **stamp} for p in figures]
+            new = {q["budget"] for q in figures}
+            kept = [p for p in stored[row]["figures"] if p["budget"] not in new] if row in stored else []
             figures = sorted(kept + figures, key=lambda p: budget_seconds(p["budget"]))
         if row == "table" and row in stored:  # and only the point of its net and epochs
             new = {(p["architecture"], p["epochs"]) for p in figures["points"]}
@@ -472,6 +476,7 @@ def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -
     stored["host"] = host
     atomic.write_text(path, json.dumps(stored, indent=1))
     return stored
+
 
 
 
@@ -511,8 +516,9 @@ def main(argv=None) -> Path:
     for cls, env in ({} if args.render else chosen).items():
         results = measure(cls, env, rows, args.smoke, args.repeats, budgets=args.budgets.split(",") if args.budgets
                           else (), points=points)
-        stored[cls] = save(cls, results, in_fresh_process(env, machine), command, results_dir)
-    for cls in ("bf16", "avx2"):
+        host = in_fresh_process(env, machine)
+        stored[stored_class(cls, host["cpu_flags"])] = save(cls, results, host, command, results_dir)
+    for cls in CLASS_TITLES:
         if cls not in stored and (results_dir / f"{cls}.json").is_file():
             stored[cls] = json.loads((results_dir / f"{cls}.json").read_text())
     if {"table", "parallel"} & set(rows) and not args.smoke and out == REPORT:

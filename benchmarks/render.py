@@ -4,9 +4,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.targets import (
-    CAPPED,
     CLASS_TITLES,
-    CURVE_SERIES,
     CURVE_TARGETS,
     README,
     RECIPE_NOTES,
@@ -80,7 +78,7 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
     recipes = {r: [f"`{r}`", f"{stored[c][r]['figures']['reported']:.2%}"] for c in stored for r in RECIPES
                if r in stored[c]}  # README: a row per recipe, the author's figure, then each class's
     recipe_header = ["config", "author's accuracy"]
-    for cls in ("bf16", "avx2"):
+    for cls in CLASS_TITLES:
         data = stored.get(cls)
         if not data:
             continue
@@ -90,10 +88,9 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
                   f"- Machine of the last run: {host['cpu']}, {host['cores']} cores, flags "
                   f"{', '.join(host['cpu_flags']) or 'none beyond AVX2'}",
                   "- Rows measured on: " + "; ".join(sorted({v["machine"] for v in _stamps(data)}))
-                  + (f"; \"{CAPPED.strip()}\" is a stand-in, oneDNN capped by `ONEDNN_MAX_CPU_ISA=AVX2`: the same "
-                     "instructions as an AVX2 laptop on a newer core, so a real AVX2-only CPU can be slower (budgeted "
-                     "rows adapt to it, the others take longer)" if any(CAPPED in v["machine"] for v in _stamps(data))
-                     else ""),
+                  + ("; oneDNN capped by `ONEDNN_MAX_CPU_ISA=AVX2`: a laptop's instructions on a newer core, so a "
+                     "real AVX2-only CPU is slower (budgeted rows adapt to it, the others take longer)"
+                     if cls == "avx2" else ""),
                   f"- oneDNN instruction set in use: {isa.get('isa', 'not measured')}; "
                   f"compute precision: {isa.get('precision', 'not measured')}",
                   f"- Python {host['python']}, TensorFlow {host['tensorflow']}, Keras {host['keras']}, "
@@ -250,18 +247,17 @@ def _best_recipe(data: dict, seconds: float) -> tuple[str, float] | None:
 def curve_points(stored: dict) -> list[dict]:
     """Each class's budget points with what they stand for, the best recipe in the same time, and a verdict."""
     points = []
-    for cls in ("bf16", "avx2"):
+    for cls in CLASS_TITLES:
         data = stored.get(cls, {})
         for run in data.get("curve", {}).get("figures", []):
-            series = run.get("series", cls)
             seconds = budget_seconds(run["budget"])
             plan = run.get("plan") or {}
             strong = (plan.get("speeds", {}).get("strong", {}).get("train_images_per_second")
                       or run.get("strong_images_per_second"))
             recipe = _best_recipe(data, seconds)
-            target = CURVE_TARGETS.get((series, run["budget"]))
+            target = CURVE_TARGETS.get((cls, run["budget"]))
             ok = (recipe is None or run["accuracy"] > recipe[1]) and (target is None or run["accuracy"] >= target)
-            points.append({"class": cls, "series": series, "run": run, "plan": plan, "strong": strong, "recipe": recipe,
+            points.append({"class": cls, "run": run, "plan": plan, "strong": strong, "recipe": recipe,
                            "target": target, "pass": ok, "measured": f"{run['date']}, {run['machine']}",
                            "stands_for": seconds * strong / SLOW_LAPTOP / 60 if strong else None})
     return points
@@ -305,10 +301,10 @@ def render_curve(stored: dict) -> tuple[list[str], list[str]]:
         strong = f"{p['strong']:,.0f} img/s" if p["strong"] else ""
         predicted = f"{plan['predicted_accuracy']:.2%}" if plan.get("predicted_accuracy") else ""
         planned = _plan_text(plan, run.get("epochs", ()))
-        lines.append(f"| {CURVE_SERIES[p['series']]} | {run['budget']} | {strong} | {stands} | {planned} | "
+        lines.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {strong} | {stands} | {planned} | "
                      f"{predicted} | {run['accuracy']:.2%} | {run['seconds']:.0f} | {recipe_text} | {wanted} | "
                      f"{'PASS' if p['pass'] else 'FAIL'} | {p['measured']} |")
-        readme.append(f"| {CURVE_SERIES[p['series']]} | {run['budget']} | {stands} | {planned} | "
+        readme.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {stands} | {planned} | "
                       f"{run['accuracy']:.2%} | {recipe_text} |")
     return lines + [""], readme
 
@@ -325,20 +321,18 @@ def plot_curve(stored: dict, path: Path):
         return
     fig, ax = plt.subplots(figsize=(7, 4.2))
     colours = {"bf16": "tab:blue", "avx2": "tab:orange", "avx2-native": "tab:red"}
-    for series, colour in colours.items():
-        mine = [p for p in points if p["series"] == series]
+    for cls, colour in colours.items():
+        mine = [p for p in points if p["class"] == cls]
         if mine:
             ax.plot([budget_seconds(p["run"]["budget"]) / 60 for p in mine],
                     [100 * p["run"]["accuracy"] for p in mine], "o-", color=colour,
-                    label=f"quick with a budget: {CURVE_SERIES[series]}")
-    for cls in ("bf16", "avx2"):
-        data, colour = stored.get(cls, {}), colours[cls]
+                    label=f"quick with a budget: {CLASS_TITLES[cls]}")
+        data = stored.get(cls, {})
         recipes = [(data[r]["figures"]["seconds"] / 60, 100 * data[r]["figures"]["accuracy"]) for r in RECIPES
                    if r in data]
-        capped = cls == "avx2" and all(CAPPED in data[r]["machine"] for r in RECIPES if r in data)
         if recipes:
             ax.plot([m for m, _ in recipes], [a for _, a in recipes], "x", color=colour, alpha=0.7,
-                    label=f"tutorial recipes: {CURVE_SERIES['avx2'] if capped else CLASS_TITLES[cls]}")
+                    label=f"tutorial recipes: {CLASS_TITLES[cls]}")
     ax.set_xscale("log")
     ax.set_xticks([1, 2, 4, 9, 20])
     ax.set_xticklabels(["1", "2", "4", "9", "20"])

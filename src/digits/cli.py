@@ -59,7 +59,7 @@ def cmd_plan(args):
     if not cfg.budget:
         raise InputError("digits plan: give a budget, e.g. --budget 10m (or a config with one)")
     inputs = train.load_inputs(_paths(args), cfg.max_train_rows)
-    the_plan = budget.make_plan(cfg, inputs.pixels, inputs.labels, len(inputs.test_pixels), time.time(), args.jobs)
+    the_plan = budget.make_plan(cfg, inputs.pixels, inputs.labels, len(inputs.test_pixels), args.started, args.jobs)
     print(budget.plan_table_text(the_plan))
 
 
@@ -83,7 +83,7 @@ def cmd_train(args):
     from . import train
 
     paths = _paths(args)
-    common = dict(force=args.force, jobs=args.jobs, cluster=args.cluster)
+    common = dict(force=args.force, jobs=args.jobs, cluster=args.cluster, started=args.started)
     if args.resume:
         changes = _resume_changes(args)
         metrics = train.resume(runs.resolve(args.resume, paths.models_dir), paths, changes=changes,
@@ -274,9 +274,11 @@ WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EA
 
 def main(argv=None) -> int:
     """Run one command; errors become one clear line on stderr and a non-zero exit code."""
+    started = time.time()  # a budget counts from here: importing TensorFlow (~10 s on a slow CPU) comes after
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logs.to_stdout()
     args = build_parser().parse_args(argv)
+    args.started = started
     try:
         args.func(args)
     except DigitsError as err:

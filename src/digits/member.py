@@ -222,7 +222,8 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
         "holdout_accuracy": float(np.mean(holdout_probs.argmax(1) == holdout_labels)),
         "train_seconds": round(state["train_seconds"], 2),
         "predict_seconds": round(predict_seconds, 2),
-        "train_images_per_second": round(len(images) * len(state["history"]) / max(state["train_seconds"], 1e-9), 1),
+        "train_images_per_second": round(steps * cfg.batch_size * len(state["history"])
+                                         / max(state["train_seconds"], 1e-9), 1),
         "gpu": gpu,
     }
     checkpoint.remove_backups()

@@ -54,9 +54,12 @@ class Growth:
 
 
 def train(cfg: TrainConfig, paths: Paths, *, force=False, run_id=None, jobs="auto", cluster=None,
-          grow: Growth | None = None) -> dict:
-    """Train every member not yet finished (growing the run first if asked), then ensemble; return the metrics."""
-    started = time.time()
+          grow: Growth | None = None, started: float | None = None) -> dict:
+    """Train every member not yet finished (growing the run first if asked), then ensemble; return the metrics.
+
+    A budget counts from `started` (a time.time(); default now): the CLI passes when the command started.
+    """
+    started = started or time.time()
     if gpu_count():  # the budget planner times nets in this process: leave the GPUs' memory to the workers
         os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     inputs = load_inputs(paths, cfg.max_train_rows)
