@@ -2,7 +2,8 @@
 
 Each CPU class keeps its figures in docs/bench/<class>.json (a run updates only the rows it measured, each row
 stamped with its date and commit), and BENCHMARKS.md plus README's summary are rendered from those files.
-An AVX2-only CPU is stood in for by capping oneDNN (ONEDNN_MAX_CPU_ISA=AVX2), which also turns bf16 off.
+On a bf16 CPU an AVX2-only one is stood in for by capping oneDNN (ONEDNN_MAX_CPU_ISA=AVX2, which also turns bf16
+off); a real AVX2-only CPU keeps its rows apart, as the class avx2-native.
 """
 
 import argparse

@@ -284,9 +284,9 @@ def render_curve(stored: dict) -> tuple[list[str], list[str]]:
              "starting `digits train` to the validated submission. What a budget buys depends on budget x speed, so "
              f"each point also says how many minutes it stands for on a slow AVX2 laptop (the strong net at "
              f"{SLOW_LAPTOP} img/s, measured on a real 2-core Zen 3 EPYC). The recipe beside each point is the most "
-             "accurate tutorial recipe whose wall time fits the budget, from the same class's recipe table below "
-             "(MNIST's official split, 55,200 training rows, measured on the date and machine that table names, "
-             "which may be another CPU of the class).", "", "![accuracy against budget](images/budget_curve.png)", "",
+             "accurate tutorial recipe whose wall time fits the budget, from the recipe table of the same class below "
+             "(MNIST's official split, 55,200 training rows, measured on the date and machine that table names).",
+             "", "![accuracy against budget](images/budget_curve.png)", "",
              "| CPU | budget | strong net measured | stands for (slow laptop) | plan | predicted | accuracy (test) | "
              "wall time (s) | best recipe in that time | target | pass | measured |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
