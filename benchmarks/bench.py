@@ -479,8 +479,6 @@ def save(cls: str, results: dict, host: dict, command: str, results_dir: Path) -
     return stored
 
 
-
-
 def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the benchmark runs")
