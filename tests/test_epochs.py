@@ -30,3 +30,12 @@ def test_a_whole_pass_epoch_fills_its_last_call_from_the_next_pass():
     assert epoch_images(cfg, 100) == 120  # 10 batches, rounded up to 3 calls of 4
     stream = np.concatenate(_batches(cfg, 100, 0, 2))
     assert sorted(stream[:100]) == list(range(100)) and sorted(stream[100:200]) == list(range(100))
+
+
+def test_the_training_stream_runs_without_the_autotuning_model():
+    """Its thread made deleting the iterator at the end of fit wait up to a minute."""
+    from digits.member import make_dataset
+
+    cfg = TrainConfig(batch_size=10, steps_per_execution=1)
+    dataset = make_dataset(np.zeros((20, 28, 28, 1), np.float32), np.zeros(20, np.int32), cfg, 42, 0, 1)
+    assert dataset.options().autotune.enabled is False
