@@ -169,10 +169,6 @@ def _member_figure(member):
                 for index, epoch in enumerate(changes):
                     ax.axvline(epoch + 1, color="grey", linestyle=":",
                                label="learning rate changed" if index == 0 else None)
-        best = member.get("best_epoch") or 0
-        if 1 <= best <= len(history):
-            axes[1].plot(best, history[best - 1].get("val_accuracy", np.nan), "*", color="crimson", markersize=14,
-                         label=f"best holdout (epoch {best}, kept)")
         axes[0].legend(fontsize=8)
         axes[1].legend(fontsize=8, loc="lower right")
         axes[2].step(epochs, rates, "o-", where="post", color="tab:green")
@@ -253,8 +249,8 @@ def _html(run, figures) -> str:
     summary = _table(["run", "config", "members", "holdout images", "holdout accuracy", "train seconds"], [[
         metrics["run_id"], run["config"].get("name", ""), len(run["members"]),
         ens["holdout_rows"], f"{ens['holdout_accuracy']:.4f}", metrics["timings"]["train_seconds"]]])
-    members = _table(["member", "architecture", "epochs run", "best epoch", "holdout accuracy", "train seconds"], [
-        [m["index"], m["architecture"], m.get("epochs_run", ""), m.get("best_epoch", ""),
+    members = _table(["member", "architecture", "epochs run", "holdout accuracy", "train seconds"], [
+        [m["index"], m["architecture"], m.get("epochs_run", ""),
          f"{m['holdout_accuracy']:.4f}", m.get("train_seconds", "")] for m in run["members"]])
     per_class = _table(["digit", "precision", "recall", "F1", "support"], [
         [c["label"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
