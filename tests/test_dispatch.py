@@ -2,8 +2,10 @@
 
 import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -134,3 +136,43 @@ def test_jobs_workers_record_their_placement(small_data, tmp_path):
     assert [d["gpu"] for d in done] == [None, None]
     assert sorted(p.name for p in paths.models_dir.glob("*/worker-slots/*")) == ["slot-0.lock", "slot-1.lock"]
     assert "member 1/2: worker" in result.stdout and "trains it on the CPU" in result.stdout
+
+
+def test_workers_end_when_their_trainer_is_killed(small_data, tmp_path):
+    """Members at once train in worker processes; SIGKILL of the trainer ends them too, so they neither train on
+    unowned nor keep their slots from a rerun's workers (which would give up after SLOT_WAIT_S), and the rerun
+    resumes the run."""
+    paths = paths_under(tmp_path)
+    command = [sys.executable, "-m", "digits", "train", "--config", "tiny", "--jobs", "2", "--set", "epochs=6",
+               *map(str, path_args(paths)), "--data-dir", str(small_data)]
+    trainer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (len(workers := _slot_pids(paths)) < 2
+                                       or not list(paths.models_dir.glob("*/members/*/state.json"))):
+        time.sleep(0.1)
+    assert len(workers) == 2, "the workers did not start"
+    trainer.kill()
+    trainer.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)], "a worker outlived its killed trainer"
+    result = run_cli(*command[3:], check=True)
+    assert "resuming after epoch" in result.stdout
+    assert pd.read_csv(result.stdout.strip().splitlines()[-1])["ImageId"].tolist() == list(range(1, 501))
+
+
+def _slot_pids(paths) -> list[int]:
+    return [int(text) for lock in paths.models_dir.glob("*/worker-slots/slot-*.lock")
+            if (text := lock.read_text().strip()).isdigit()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (dead, not yet reaped by its parent) counts as ended
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -107,11 +108,20 @@ def claim_slot(slots_dir: str, slots: list[dict]):
             os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
             os.environ.update(placement["env"])
             _CLAIM.update(fd=fd, placement=placement)
+            threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
             return
         if time.monotonic() > waited_until:
             raise DigitsError(f"worker {os.getpid()}: all {len(slots)} worker slots in {folder} are held by other "
                               "processes; is another trainer using this run folder?")
         time.sleep(0.5)
+
+
+def _exit_with_parent(parent: int, every: float = 0.5):
+    """End this worker once its parent trainer has died (kill -9, a closed terminal): else it would train on for
+    minutes, holding its slot, so that a rerun's workers could not start."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _train_in_worker(cfg, index, arrays, member_dir, threads, deadline, waves_after=0, skippable_in=None,
