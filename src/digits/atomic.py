@@ -24,8 +24,8 @@ def atomic_path(target):
         yield tmp
         os.replace(tmp, target)
     except OSError as err:
-        if err.filename is None and err.errno:  # a write deep in a library: name the file it was writing
-            raise OSError(err.errno, err.strerror, str(target)) from err
+        if err.errno and err.filename in (None, str(tmp)):  # a write deep in a library (h5py's message spans
+            raise OSError(err.errno, os.strerror(err.errno), str(target)) from err  # lines): name the file, briefly
         raise
     finally:
         tmp.unlink(missing_ok=True)
