@@ -79,21 +79,19 @@ def _plan(seconds: float, strong: float, workers=(1, 2), speedup=1.3, cfg=None) 
 
 
 def test_a_slow_cpu_gets_a_cheaper_net_or_more_members_at_once_than_a_fast_one():
-    """430 against 2,200 img/s for `strong`, the other nets scaled by one machine's ratios (bf16's).
+    """430 img/s for `strong` on an AVX2-only CPU against 2,200 on a bf16 one, the other nets scaled by each class's ratios.
 
-    In 4 minutes the slow CPU must not get one member of 4 epochs of strong (what the old planner chose); in the
-    demo's 9 it gets a cheaper net than the fast one, or more members at once.
+    In 4 minutes the slow CPU must not get one member of 4 epochs of strong (what the old planner chose); in 4 and in
+    the demo's 9 it gets a cheaper net than the fast one, or more members at once. (On bf16's ratios alone `lite` is
+    only 1.6x cheaper than kaggle-rmsprop, and the table puts it first at both speeds: the same choice is right there.)
     """
-    speeds = {strong: _speeds(strong, "bf16") for strong in (430, 2_200)}
-    cfg = load_config("quick", {"budget": "9m"})
-    plans = {(strong, seconds): budget.choose(cfg, seconds, speeds[strong], *KAGGLE_ROWS, [1, 2],
-                                              dict.fromkeys(speeds[strong], 1.33))
-             for strong in speeds for seconds in (240, 540)}
+    plans = {(strong, seconds): _plan(seconds, strong, speedup=1.33) for strong in (430, 2_200) for seconds in (240, 540)}
     slow = plans[430, 240]
     assert (slow["architecture"], slow["members"], slow["jobs"]) != ("strong", 1, 1), slow
-    slow, fast = plans[430, 540], plans[2_200, 540]
-    cost = {net: 1 / speed for net, speed in RELATIVE_SPEED["bf16"].items()}
-    assert cost[slow["architecture"]] < cost[fast["architecture"]] or slow["jobs"] > fast["jobs"], (slow, fast)
+    for seconds in (240, 540):
+        slow, fast = plans[430, seconds], plans[2_200, seconds]
+        cost = {net: 1 / speed for net, speed in RELATIVE_SPEED["avx2"].items()}
+        assert cost[slow["architecture"]] < cost[fast["architecture"]] or slow["jobs"] > fast["jobs"], (slow, fast)
     for plan in plans.values():
         assert plan["planned_seconds"] <= plan["seconds_left"] and plan["runner_up"] is not None
         assert plan["predicted_accuracy"] >= plan["runner_up"]["predicted_accuracy"] - 5e-5  # ties: to 0.01 points
