@@ -43,10 +43,10 @@ runs: venv ## list the runs: members, nets, holdout/test accuracy, minutes, stat
 evaluate: venv ## score a submission against data/answers.csv [FILE=submissions/<run>.csv]
 	$(DIGITS) evaluate $(or $(FILE),latest)
 
-submit: venv ## send a submission to Kaggle [FILE=submissions/<run>.csv] [MESSAGE='...']
-	$(DIGITS) submit $(FILE) $(if $(MESSAGE),-m "$(MESSAGE)") $(ARGS)
+submit: venv ## send a submission to Kaggle, wait for its public score [FILE=...] [MESSAGE='...'] [WAIT=300] [ARGS=--no-wait]
+	$(DIGITS) submit $(FILE) $(if $(MESSAGE),-m "$(MESSAGE)") $(if $(WAIT),--wait $(WAIT)) $(ARGS)
 
-submissions: venv ## list your recent Kaggle submissions and scores
+submissions: venv ## list your recent Kaggle submissions and scores; record the pending ones' scores in their runs
 	$(DIGITS) submissions $(ARGS)
 
 demo: venv ## offline, under 10 min: MNIST -> Kaggle-shaped CSVs -> quick in a 9-min budget -> score [BUDGET=9m]
@@ -60,7 +60,7 @@ report: venv ## rebuild a run's figures and report.html [RUN=latest|<run>]
 describe: venv ## show each member's architecture and parameter counts [CONFIG=quick]
 	$(DIGITS) describe --config $(CONFIG)
 
-kernel: venv ## build the Kaggle kernel [CONFIG=full] [GPU=...]
+kernel: venv ## build the Kaggle kernel, a notebook: build/kernel/digits_kernel.ipynb [CONFIG=full] [GPU=t4|none]
 	$(DIGITS) kernel build --config $(if $(filter file,$(origin CONFIG)),full,$(CONFIG)) $(if $(GPU),--gpu $(GPU)) $(ARGS)
 
 kernel-push: venv ## push the built kernel to Kaggle

@@ -1,6 +1,6 @@
-"""Loopback stand-in for the Kaggle API, for driving the real `kaggle` CLI in tests.
+"""Loopback stand-in for the Kaggle API, for driving the real `kaggle` client (its CLI or its library) in tests.
 
-The kaggle CLI 2.x talks to http://localhost (port 80) when run with
+The kaggle client 2.x talks to http://localhost (port 80) when run with
 KAGGLE_API_ENVIRONMENT=LOCALHOST, through `requests`, which honours HTTP_PROXY. The
 stand-in listens on a free high port and plays that proxy (HTTP_PROXY=http://127.0.0.1:<port>,
 with localhost not in NO_PROXY): it takes the absolute-URI request lines a proxy gets,
@@ -17,6 +17,7 @@ import io
 import json
 import socket
 import threading
+import time
 import zipfile
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -35,7 +36,7 @@ ERROR_MESSAGES = {
 
 
 def cli_env(home: str, proxy: str | None = None, **extra: str) -> dict:
-    """Minimal environment for running the kaggle CLI against the stand-in whose `proxy` URL is given."""
+    """Minimal environment for running the kaggle client against the stand-in whose `proxy` URL is given."""
     env = {
         "HOME": home,
         "PATH": "/usr/bin:/bin",
@@ -63,10 +64,17 @@ class KaggleStandIn:
         self.fail_message: str | None = None
         # Every request: method, path, headers, body (bytes), json, user (Basic auth).
         self.requests: list[dict] = []
-        # Completed submissions: ref, competition, file_name, content, message, date.
+        # Completed submissions: ref, competition, file_name, content, message, date, polls, created.
         self.submissions: list[dict] = []
         self.uploads: dict[str, dict] = {}  # upload token -> {file_name, content}
-        self.public_score = "0.98765"  # score of every listed submission
+        # Scoring: a submission is PENDING in its first `pending_polls` answers (ListSubmissions, GetSubmission) and
+        # for `pending_seconds` after it was made, then COMPLETE with its accuracy on `answers` (an ImageId,Label
+        # CSV), else with `public_score`; ERROR with `scoring_error` if that is set or the file does not parse.
+        self.answers: bytes | None = None
+        self.public_score = "0.98765"
+        self.pending_polls = 0
+        self.pending_seconds = 0.0
+        self.scoring_error: str | None = None
         self.kernel_pushes: list[dict] = []  # SaveKernel request bodies
         self.kernel_status = "COMPLETE"  # QUEUED / RUNNING / COMPLETE / ERROR
         self.kernel_failure_message: str | None = None
@@ -74,7 +82,7 @@ class KaggleStandIn:
         self.kernel_log = ""
         self.missing_outputs: set[str] = set()  # listed in kernel_outputs, but their download answers 404
         self.output_pages: list[dict] = []  # ListKernelSessionOutput requests (pageSize, pageToken)
-        self.push_error: str | None = None  # SaveKernel answers {"error": ...}: the CLI prints it, exits 0
+        self.push_error: str | None = None  # SaveKernel answers {"error": ...} with status 200
         self.invalid_competition_sources: list[str] = []  # SaveKernel reports these as not attached
         self.last_modified = formatdate(usegmt=True)  # of every served file
         self._lock = threading.Lock()
@@ -95,7 +103,7 @@ class KaggleStandIn:
 
     @property
     def proxy(self) -> str:
-        """The HTTP_PROXY value that sends the kaggle CLI (LOCALHOST mode) here."""
+        """The HTTP_PROXY value that sends the kaggle client (LOCALHOST mode) here."""
         return f"http://127.0.0.1:{self.port}"
 
     def paths(self) -> list[str]:
@@ -139,11 +147,17 @@ class KaggleStandIn:
                     "numAllowedNow": max(0, 5 - n),
                 }
             if name == "ListSubmissions":
-                return 200, {
-                    "submissions": [
-                        self._submission_json(s) for s in reversed(self.submissions)
-                    ]
-                }
+                start, size = int(req.get("pageToken") or 0), int(req.get("pageSize") or 20)
+                newest = list(reversed(self.submissions))
+                body = {"submissions": [self._submission_json(s) for s in newest[start:start + size]]}
+                if start + size < len(newest):
+                    body["nextPageToken"] = str(start + size)
+                return 200, body
+            if name == "GetSubmission":
+                found = [s for s in self.submissions if s["ref"] == int(req.get("ref") or 0)]
+                if not found:
+                    return 404, {"code": 404, "message": "Submission not found"}
+                return 200, self._submission_json(found[0])
         if path.startswith(KERNELS_API):
             if name == "SaveKernel":
                 self.kernel_pushes.append(req)
@@ -193,6 +207,8 @@ class KaggleStandIn:
                 "content": upload["content"],
                 "message": req.get("submissionDescription"),
                 "date": datetime.now(UTC).replace(tzinfo=None),
+                "polls": 0,
+                "created": time.monotonic(),
             }
         )
         return 200, {
@@ -201,19 +217,56 @@ class KaggleStandIn:
         }
 
     def _submission_json(self, s: dict) -> dict:
-        """One ApiSubmission as Kaggle's JSON."""
-        return {
+        """One ApiSubmission as Kaggle's JSON, counting this answer as one poll of it.
+
+        Like every proto3 JSON answer it leaves out fields at their default: a PENDING submission (status 0)
+        has no "status", and no score until it is scored.
+        """
+        pending = not s.get("scored") and (s["polls"] < self.pending_polls
+                                           or time.monotonic() - s["created"] < self.pending_seconds)
+        s["polls"] += 1
+        s["scored"] = not pending  # once scored, it stays so
+        body = {
             "ref": s["ref"],
             "fileName": s["file_name"],
             "description": s["message"],
             "date": s["date"].isoformat(timespec="milliseconds") + "Z",
-            "status": "COMPLETE",
-            "publicScore": self.public_score,
-            "privateScore": "",
             "totalBytes": len(s["content"]),
             "submittedBy": "testuser",
             "teamName": "testuser",
         }
+        if pending:
+            return body
+        score, error = self._score(s["content"])
+        if error:
+            return {**body, "status": "ERROR", "errorDescription": error}
+        return {**body, "status": "COMPLETE", "publicScore": score}
+
+    def _score(self, content: bytes) -> tuple[str | None, str | None]:
+        """(public score, None), or (None, why it could not be scored)."""
+        if self.scoring_error:
+            return None, self.scoring_error
+        if self.answers is None:
+            return self.public_score, None
+        try:
+            truth, given = _labels(self.answers), _labels(content)
+        except ValueError as err:
+            return None, f"Submission file is malformed: {err}"
+        if set(given) != set(truth):
+            return None, f"Submission must have {len(truth)} rows, one per ImageId of test.csv"
+        right = sum(given[image] == label for image, label in truth.items())
+        return f"{right / len(truth):.5f}", None
+
+
+def _labels(csv_bytes: bytes) -> dict[int, int]:
+    """ImageId -> Label of an ImageId,Label CSV (ValueError if it is not one)."""
+    lines = csv_bytes.decode().split()
+    if not lines or lines[0].strip().lower() != "imageid,label":
+        raise ValueError("the header must be ImageId,Label")
+    rows = [line.split(",") for line in lines[1:]]
+    if any(len(row) != 2 for row in rows):
+        raise ValueError("every row must be ImageId,Label")
+    return {int(image): int(label) for image, label in rows}
 
 
 @contextlib.contextmanager

@@ -129,7 +129,7 @@ def test_runs_lists_finished_interrupted_incomplete_and_training_runs(two_runs, 
 
     lines = result.stdout.strip().splitlines()
     assert lines[0].split() == ["RUN", "CONFIG", "MEMBERS", "NETS", "HOLDOUT", "TEST", "MINUTES", "STATE",
-                                "SUBMISSION"]
+                                "SUBMISSION", "PUBLIC"]
     assert [line.split()[0] for line in lines[1:]] == [r["run"] for r in as_json]
     assert lines[4].split()[:8] == [finished.name, "tiny", "1/1", "lenet", f"{row['holdout_accuracy']:.4f}",
                                     f"{row['test_accuracy']:.4f}", str(row["train_minutes"]), "finished"]

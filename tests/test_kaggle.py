@@ -1,18 +1,26 @@
-"""Download, submit and list submissions: the real kaggle CLI against the loopback stand-in (no account, no network)."""
+"""Download, submit, scores and errors: the real kaggle client (as a library) against the loopback stand-in."""
 
+import ast
+import contextlib
+import importlib.util
 import io
 import json
 import os
 import secrets
+import socket
 import subprocess
+import sys
+import threading
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 
 from conftest import PROJECT_ROOT, path_args, paths_under, run_cli
-from digits import kaggle
-from digits.config import Paths
+from digits import kaggle, submission
+from digits.config import Paths, load_config
 from kaggle_standin import KaggleStandIn, cli_env, port_closed
 
 RULES_URL = "https://www.kaggle.com/competitions/digit-recognizer/rules"
@@ -33,7 +41,7 @@ def _no_outside_credentials(monkeypatch):
 
 
 def env_for(home: Path, proxy: str, **extra) -> dict:
-    """Environment of a CLI run: fake HOME, kaggle CLI in LOCALHOST mode reaching the stand-in at `proxy`."""
+    """Environment of a `digits` run: fake HOME, the kaggle client in LOCALHOST mode, the stand-in at `proxy`."""
     env = cli_env(str(home), proxy, MPLCONFIGDIR=str(PROJECT_ROOT / ".cache" / "matplotlib"), **extra)
     env.pop("PATH")  # keep the caller's PATH (make, the venv)
     return env
@@ -93,11 +101,61 @@ def staging_left(data_dir: Path) -> list:
     return list(data_dir.glob(".download-*")) if data_dir.exists() else []
 
 
+def expected_score(file: Path, answers: Path) -> float:
+    """The public score the stand-in gives `file` when it scores against `answers`: its accuracy, 5 decimals."""
+    return round(submission.accuracy(file, answers), 5)
+
+
+def records(folder: Path) -> list[dict]:
+    return json.loads((folder / "kaggle_submissions.json").read_text())
+
+
+def polls(server: KaggleStandIn) -> int:
+    return sum(path.endswith("/ListSubmissions") for path in server.paths())
+
+
+@pytest.fixture
+def run_folder(small_data, tmp_path) -> tuple[Paths, Path, Path]:
+    """(paths, run folder, its submission): a finished run's files written by hand, no training.
+
+    Its submission is small_data's answers with every 8th label wrong: it scores below 1.
+    """
+    paths = Paths(data_dir=small_data, models_dir=tmp_path / "models", submissions_dir=tmp_path / "submissions")
+    run_dir = paths.models_dir / "tiny-0123abcd"
+    run_dir.mkdir(parents=True)
+    lines = (small_data / "answers.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:]]
+    labels = [f"{i},{(int(label) + 1) % 10 if int(i) % 8 == 0 else label}" for i, label in rows]
+    file = paths.submissions_dir / f"{run_dir.name}.csv"
+    file.parent.mkdir()
+    file.write_text("\n".join([lines[0], *labels]) + "\n")
+    (run_dir / "config.json").write_text(json.dumps(load_config("tiny").to_dict()))
+    (run_dir / "metrics.json").write_text(json.dumps({"run_id": run_dir.name, "submission": str(file),
+                                                      "ensemble": {"holdout_accuracy": 0.9321}}))
+    return paths, run_dir, file
+
+
+def scoring_server(small_data: Path, served_zip: bytes, **settings) -> KaggleStandIn:
+    """A stand-in that scores submissions against small_data's answers, with `settings` (pending_polls=...)."""
+    server = KaggleStandIn(served_zip)
+    server.answers = (small_data / "answers.csv").read_bytes()
+    for name, value in settings.items():
+        setattr(server, name, value)
+    return server
+
+
+def runs_table(paths: Paths, env: dict) -> dict[str, str]:
+    """`digits runs`: the PUBLIC cell of each run's row."""
+    lines = run_cli("runs", *path_args(paths), env=env, check=True).stdout.splitlines()
+    assert lines[0].split()[-1] == "PUBLIC", lines
+    return {line.split()[0]: line.split()[-1] for line in lines[1:]}
+
+
 def test_make_download_train_submit_end_to_end(served_zip, small_data, home, tmp_path):
-    """`make download train submit submissions` with the real client: data checked in place, exact bytes sent."""
+    """`make download train submit submissions`, the real client: data checked in place, exact bytes sent, scored."""
     paths = paths_under(tmp_path / "project")
     args = " ".join(map(str, path_args(paths)))
-    with KaggleStandIn(served_zip) as server:
+    with scoring_server(small_data, served_zip) as server:
         env = env_for(home, server.proxy)
         proc = make("download", "train", "submit", "submissions", env=env, CONFIG="tiny", ARGS=args)
         assert proc.returncode == 0
@@ -111,7 +169,11 @@ def test_make_download_train_submit_end_to_end(served_zip, small_data, home, tmp
         run_id = file.stem
         accuracy = json.loads((paths.models_dir / run_id / "metrics.json").read_text())["ensemble"]["holdout_accuracy"]
         assert sent["message"] == f"{run_id}: holdout accuracy {accuracy:.4f}"
-        assert server.public_score in proc.stdout  # `make submissions` lists the score
+        score = expected_score(file, small_data / "answers.csv")
+        assert f"public score {score}: submission 1000 ({file.name})" in proc.stdout  # `make submit` waited
+        (record,) = records(paths.models_dir / run_id)
+        assert (record["ref"], record["status"], record["public_score"]) == (1000, "complete", score)
+        assert f"{score:.5f}" in proc.stdout.split("DATE (UTC)")[-1]  # `make submissions` lists it
         assert_no_key(proc.stdout, proc.stderr, paths.models_dir, paths.submissions_dir, paths.data_dir)
 
         # valid files already there: a no-op that asks nothing of the server; --force fetches again
@@ -129,29 +191,105 @@ def test_make_download_train_submit_end_to_end(served_zip, small_data, home, tmp
         assert not (paths.data_dir / "answers.csv").exists()
 
 
-@pytest.mark.parametrize("status", [401, 403])
-def test_refusals_give_advice(status, served_zip, small_data, home, tmp_path):
-    """401 and 403 from Kaggle become plain advice, exit 1, and leave nothing behind."""
+def test_submit_waits_for_the_public_score_and_runs_shows_it(run_folder, small_data, served_zip, home):
+    """Pending for two polls, then scored: `digits submit` prints the score and records it; `digits runs` shows it."""
+    paths, run_dir, file = run_folder
+    score = expected_score(file, small_data / "answers.csv")
+    with scoring_server(small_data, served_zip, pending_polls=2) as server:
+        env = env_for(home, server.proxy)
+        before = runs_table(paths, env)
+        proc = run_cli("submit", "--poll-interval", "0.05", *path_args(paths), env=env, check=True)
+        (sent,) = server.submissions
+    assert before == {run_dir.name: "-"}
+    assert sent["content"] == file.read_bytes() and sent["message"] == f"{run_dir.name}: holdout accuracy 0.9321"
+    assert polls(server) == 3  # pending, pending, scored
+    assert "waiting up to 300 s for Kaggle to score submission 1000" in proc.stdout
+    assert proc.stdout.rstrip().endswith(f"public score {score}: submission 1000 ({file.name})")
+    (record,) = records(run_dir)
+    assert record["ref"] == 1000 and record["file"] == str(file) and record["message"] == sent["message"]
+    assert (record["status"], record["public_score"]) == ("complete", score)
+    assert datetime.fromisoformat(record["submitted"]) > datetime.now(UTC) - timedelta(minutes=5)
+    assert runs_table(paths, env) == {run_dir.name: str(score)}
+    listed = json.loads(run_cli("runs", "--json", *path_args(paths), env=env, check=True).stdout)
+    assert listed[0]["public_score"] == score
+    assert_no_key(proc.stdout, proc.stderr, paths.models_dir)
+
+
+def test_a_submission_still_pending_is_scored_by_submissions_later(run_folder, small_data, served_zip, home):
+    """The wait ends first: exit 0, reported pending; `digits submissions` later fills the score in."""
+    paths, run_dir, file = run_folder
+    score = expected_score(file, small_data / "answers.csv")
+    with scoring_server(small_data, served_zip, pending_seconds=3600) as server:
+        env = env_for(home, server.proxy)
+        waited = run_cli("submit", file, "--wait", "0.3", "--poll-interval", "0.1", *path_args(paths), env=env,
+                         check=True)
+        pending = records(run_dir)
+        table_then = runs_table(paths, env)
+        server.pending_seconds = 0
+        listed = run_cli("submissions", *path_args(paths), env=env, check=True)
+        again = run_cli("submissions", *path_args(paths), env=env, check=True)
+    assert 2 <= polls(server) - 2 <= 5  # the waiting polls (0.3 s every 0.1 s), then one per `submissions`
+    assert "submission 1000 (tiny-0123abcd.csv) is still being scored after 0.3 s" in waited.stdout
+    assert "make submissions" in waited.stdout and "public score" not in waited.stdout
+    assert [(r["ref"], r["status"], r["public_score"]) for r in pending] == [(1000, "pending", None)]
+    assert table_then == {run_dir.name: "-"}
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split() == ["DATE", "(UTC)", "REF", "FILE", "STATUS", "PUBLIC", "MESSAGE"]
+    assert row.split()[2:6] == ["1000", file.name, "complete", f"{score:.5f}"]
+    assert f"submission 1000 scored {score}; recorded in {run_dir / 'kaggle_submissions.json'}" in listed.stdout
+    assert "recorded in" not in again.stdout  # nothing left to fill in
+    (record,) = records(run_dir)
+    assert (record["status"], record["public_score"]) == ("complete", score) and "scored" in record
+    assert runs_table(paths, env) == {run_dir.name: str(score)}
+
+
+def test_no_wait_sends_and_returns(run_folder, small_data, served_zip, home):
+    """`make submit ARGS=--no-wait`: sent and recorded as pending, no poll."""
+    paths, run_dir, file = run_folder
+    with scoring_server(small_data, served_zip) as server:
+        proc = make("submit", env=env_for(home, server.proxy), FILE=file,
+                    ARGS=" ".join(map(str, ["--no-wait", *path_args(paths)])))
+    assert proc.returncode == 0
+    assert len(server.submissions) == 1 and polls(server) == 0
+    assert "make submissions" in proc.stdout and "waiting" not in proc.stdout
+    assert [(r["ref"], r["status"]) for r in records(run_dir)] == [(1000, "pending")]
+
+
+def test_a_submission_kaggle_cannot_score_is_an_error(run_folder, small_data, served_zip, home):
+    paths, run_dir, file = run_folder
+    with scoring_server(small_data, served_zip, scoring_error="Submission file has the wrong number of rows") as server:
+        proc = run_cli("submit", file, "--poll-interval", "0.05", *path_args(paths), env=env_for(home, server.proxy))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "Kaggle could not score submission 1000 (tiny-0123abcd.csv): Submission file has the wrong" in proc.stderr
+    (record,) = records(run_dir)
+    assert record["status"] == "error" and record["error"].startswith("Submission file has the wrong")
+
+
+@pytest.mark.parametrize("status, message", [(401, None), (403, None), (401, "Nope."), (403, "Go away.")])
+def test_refusals_give_advice(status, message, served_zip, small_data, home, tmp_path):
+    """401 and 403 become plain advice keyed on the status (whatever Kaggle's words), exit 1, nothing left behind."""
     paths = paths_under(tmp_path / "project")
     paths.data_dir.mkdir(parents=True)
     file = valid_submission(small_data, paths.submissions_dir / "run.csv")
     with KaggleStandIn(served_zip) as server:
         env = env_for(home, server.proxy)
-        server.fail_with = status
+        server.fail_with, server.fail_message = status, message
         download = run_cli("download", *path_args(paths), env=env)
         assert list(paths.data_dir.iterdir()) == []  # nothing half-written
         (paths.data_dir / "test.csv").write_bytes((small_data / "test.csv").read_bytes())
         submit = run_cli("submit", file, *path_args(paths), env=env)
-    for proc in (download, submit):
+        listing = run_cli("submissions", *path_args(paths), env=env)
+    for proc in (download, submit, listing):
         assert proc.returncode == 1, proc.stderr
         if status == 401:
             assert "HTTP 401" in proc.stderr and "Create a new token" in proc.stderr
         else:
             assert "HTTP 403" in proc.stderr and RULES_URL in proc.stderr
-            assert "You must accept this competition's rules" in proc.stderr
+            assert (message or "You must accept this competition's rules") in proc.stderr  # Kaggle's words, relayed
         assert "Traceback" not in proc.stderr
         assert_no_key(proc.stdout, proc.stderr)
     assert server.submissions == []
+    assert not (paths.models_dir / "kaggle_submissions.json").exists()
 
 
 def test_invalid_submissions_never_reach_the_server(served_zip, small_data, home, tmp_path):
@@ -181,9 +319,10 @@ def test_no_credentials_lists_the_options_and_sends_nothing(served_zip, small_da
                       ARGS=" ".join(map(str, path_args(paths))))
     for proc in (download, submit):
         assert proc.returncode != 0
-        for option in ("kaggle.json", "KAGGLE_CONFIG_DIR", "KAGGLE_USERNAME and KAGGLE_KEY", "KAGGLE_API_TOKEN",
-                       "~/.kaggle/access_token", "chmod 600"):
+        for option in ("no Kaggle credentials found", "kaggle.json", "KAGGLE_CONFIG_DIR",
+                       "KAGGLE_USERNAME and KAGGLE_KEY", "KAGGLE_API_TOKEN", "~/.kaggle/access_token", "chmod 600"):
             assert option in proc.stderr, option
+        assert "Traceback" not in proc.stderr
     assert server.requests == []
 
 
@@ -212,10 +351,96 @@ def test_unreachable_host_and_proxy_are_named(served_zip, home, tmp_path):
     assert [(r["method"], r["path"]) for r in server.requests] == [("CONNECT", "api.kaggle.com:443")]
     assert proxied.returncode == 1
     assert f"could not reach api.kaggle.com:443 through the proxy 127.0.0.1:{server.port}" in proxied.stderr
-    assert "s3cretpw" not in proxied.stderr
+    assert "s3cretpw" not in proxied.stderr and "Traceback" not in proxied.stderr
 
 
-# -- credentials, in-process --
+def raised(call) -> BaseException:
+    """What `call()` raised."""
+    try:
+        call()
+    except Exception as err:
+        return err
+    raise AssertionError("nothing was raised")
+
+
+@contextlib.contextmanager
+def silent_server():
+    """A port that accepts connections and never answers. Yields the port."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    held, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        sock.close()
+        for conn in held:
+            conn.close()
+
+
+def test_network_failures_are_named_by_type(served_zip, monkeypatch):
+    """Real `requests` failures (what the client raises) become advice keyed on the exception's type."""
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    dns = raised(lambda: requests.post("https://digits-test.invalid/api/v1/x", timeout=5))
+    assert kaggle.advice("x", dns) == ("x: could not reach digits-test.invalid:443: its name does not resolve "
+                                       "(offline, or no DNS). Check the internet connection; behind a proxy, set "
+                                       "HTTPS_PROXY=http://HOST:PORT (it is honoured).")
+    monkeypatch.setenv("HTTPS_PROXY", "http://me:secret@proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "digits-test.invalid")
+    assert "the proxy proxy.corp:3128 from the environment was used" not in kaggle.advice("x", dns)  # NO_PROXY
+    monkeypatch.delenv("NO_PROXY")
+    assert "the proxy proxy.corp:3128 from the environment was used" in kaggle.advice("x", dns)
+    monkeypatch.delenv("HTTPS_PROXY")
+    with port_closed() as port:
+        refused = raised(lambda: requests.post(f"http://127.0.0.1:{port}/api/v1/x", timeout=5))
+    assert f"x: could not reach 127.0.0.1:{port}: the connection was refused." in kaggle.advice("x", refused)
+    with silent_server() as port:
+        slow = raised(lambda: requests.post(f"http://127.0.0.1:{port}/api/v1/x", timeout=0.2))
+    assert f"x: could not reach 127.0.0.1:{port}: the connection timed out." in kaggle.advice("x", slow)
+    with KaggleStandIn(served_zip) as server:  # it speaks plain HTTP: TLS to it fails
+        tls = raised(lambda: requests.post(f"https://127.0.0.1:{server.port}/api/v1/x", timeout=5))
+    assert f"x: could not reach 127.0.0.1:{server.port}: its TLS certificate did not verify" in kaggle.advice("x", tls)
+    assert kaggle.advice("x", OSError(28, "No space left on device")) is None  # not Kaggle's: the CLI reports it
+
+
+def test_digits_starts_without_the_kaggle_client():
+    """Importing the CLI (and digits.kaggle) loads neither the client nor requests: bad input fails before them."""
+    code = ("import sys, digits.cli, digits.kaggle, digits.kernel\n"
+            "print(sorted({'kaggle', 'requests'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
+def client_texts() -> set[str]:
+    """Every line of text in the kaggle client's source (its messages), 20 characters or more, of 3 words or more."""
+    texts = set()
+    for package in ("kaggle", "kagglesdk"):
+        folder = Path(importlib.util.find_spec(package).origin).parent
+        for path in folder.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    texts |= {line.strip() for line in node.value.splitlines()}
+    return {text for text in texts if len(text) >= 20 and len(text.split()) >= 3}
+
+
+def test_messages_are_not_keyed_on_the_client_wording():
+    """digits.kaggle reads status codes and exception types, so none of the client's messages appears in it."""
+    source = (PROJECT_ROOT / "src" / "digits" / "kaggle.py").read_text(encoding="utf-8")
+    found = client_texts()
+    assert len(found) > 1000  # the client's source was read
+    assert [text for text in found if text in source] == []
+
+
+# -- credentials: the client's own search, through `digits submissions` --
 
 
 def write_json(path: Path, value: dict, mode=0o600) -> Path:
@@ -227,62 +452,58 @@ def write_json(path: Path, value: dict, mode=0o600) -> Path:
 
 @pytest.mark.parametrize("way", ["kaggle.json", "config_dir", "xdg", "env_key", "api_token", "access_token",
                                  "oauth", "none"])
-def test_every_credential_source_is_found(way, tmp_path):
+def test_every_credential_source_is_used(way, served_zip, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    environ = {"HOME": str(home)}
-    expected_user = "alice"
+    extra = {}
+    auth = ("user", "alice")
     if way == "kaggle.json":
         write_json(home / ".kaggle" / "kaggle.json", {"username": "alice", "key": KEY})
     elif way == "config_dir":
         write_json(tmp_path / "cfg" / "kaggle.json", {"username": "alice", "key": KEY})
-        environ["KAGGLE_CONFIG_DIR"] = str(tmp_path / "cfg")
-    elif way == "xdg":  # the CLI uses ~/.config/kaggle when ~/.kaggle does not exist
+        extra["KAGGLE_CONFIG_DIR"] = str(tmp_path / "cfg")
+    elif way == "xdg":  # the client uses ~/.config/kaggle when ~/.kaggle does not exist
         write_json(home / ".config" / "kaggle" / "kaggle.json", {"username": "alice", "key": KEY})
     elif way == "env_key":
-        environ.update(KAGGLE_USERNAME="alice", KAGGLE_KEY=KEY)
+        extra.update(KAGGLE_USERNAME="alice", KAGGLE_KEY=KEY)
     elif way == "api_token":
-        environ["KAGGLE_API_TOKEN"] = KEY
-        expected_user = None
+        extra["KAGGLE_API_TOKEN"] = KEY
+        auth = ("bearer", KEY)
     elif way == "access_token":
         (home / ".kaggle").mkdir()
         (home / ".kaggle" / "access_token").write_text(KEY)
-        expected_user = None
-    elif way == "oauth":
-        write_json(home / ".kaggle" / "credentials.json", {"refresh_token": KEY, "username": "alice"})
-    found = kaggle.find_credentials(environ)
+        auth = ("bearer", KEY)
+    elif way == "oauth":  # `kaggle auth login` saved it; its access token is still fresh
+        expires = (datetime.now(UTC) + timedelta(hours=6)).isoformat()
+        write_json(home / ".kaggle" / "credentials.json", {"refresh_token": "r" + KEY, "access_token": KEY,
+                                                           "access_token_expiration": expires, "username": "alice"})
+        auth = ("bearer", KEY)
+    with KaggleStandIn(served_zip) as server:
+        proc = run_cli("submissions", "--models-dir", tmp_path / "models", env=env_for(home, server.proxy, **extra))
+    assert KEY not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     if way == "none":
-        assert found is None
-        with pytest.raises(kaggle.KaggleError, match="no Kaggle credentials found"):
-            kaggle.require_credentials(environ)
+        assert proc.returncode == 1 and "no Kaggle credentials found" in proc.stderr and server.requests == []
         return
-    assert found is not None and found.username == expected_user
-    assert KEY not in repr(found)
+    assert proc.returncode == 0, proc.stderr
+    assert "no submissions to digit-recognizer yet" in proc.stdout
+    listing = [r for r in server.requests if r["path"].endswith("/ListSubmissions")]
+    assert len(listing) == 1
+    if auth[0] == "user":
+        assert listing[0]["user"] == "alice"
+    else:
+        assert listing[0]["headers"]["Authorization"] == f"Bearer {KEY}"
 
 
-def test_loose_kaggle_json_permissions_warn(tmp_path):
+def test_loose_kaggle_json_permissions_warn(served_zip, tmp_path):
     home = tmp_path / "home"
     config = write_json(home / ".kaggle" / "kaggle.json", {"username": "alice", "key": KEY}, mode=0o644)
-    warnings = []
-    kaggle.require_credentials({"HOME": str(home)}, warn=warnings.append)
-    assert warnings == [f"warning: {config} is readable by other users; run `chmod 600 {config}`"]
-    config.chmod(0o600)
-    warnings.clear()
-    kaggle.require_credentials({"HOME": str(home)}, warn=warnings.append)
-    assert warnings == []
-
-
-def test_advice_for_known_cli_failures():
-    dns = ("HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries exceeded with url: /api/v1/x "
-           "(Caused by NameResolutionError(\"Failed to resolve 'api.kaggle.com'\"))")
-    assert "could not reach api.kaggle.com:443: its name does not resolve" in kaggle.advice("x", dns, 1, {})
-    assert "set HTTPS_PROXY" in kaggle.advice("x", dns, 1, {})
-    assert "the proxy proxy.corp:3128 from HTTPS_PROXY" in kaggle.advice(
-        "x", dns, 1, {"HTTPS_PROXY": "http://me:secret@proxy.corp:3128"})
-    refused = ("HTTPConnectionPool(host='localhost', port=80): Max retries exceeded with url: /api/v1/x (Caused by "
-               "NewConnectionError(\"...: Failed to establish a new connection: [Errno 111] Connection refused\"))")
-    assert "could not reach localhost:80: the connection was refused" in kaggle.advice("x", refused, 1, {})
-    assert kaggle.advice("x", "boom", 2, {}) == "x: the kaggle CLI failed (exit 2):\nboom"
+    with KaggleStandIn(served_zip) as server:
+        loose = run_cli("submissions", "--models-dir", tmp_path / "models", env=env_for(home, server.proxy))
+        config.chmod(0o600)
+        tight = run_cli("submissions", "--models-dir", tmp_path / "models", env=env_for(home, server.proxy))
+    assert loose.returncode == 0 and tight.returncode == 0
+    assert f"warning: {config} is readable by other users; run `chmod 600 {config}`" in loose.stderr
+    assert "readable by other users" not in tight.stderr
 
 
 def test_default_message_names_the_run_and_its_accuracy(tmp_path):

@@ -1,7 +1,8 @@
-"""Smoke tests: the real kaggle CLI (2.x) against the loopback KaggleStandIn, reached through HTTP_PROXY."""
+"""Smoke tests: the real kaggle CLI (2.2.x) against the loopback KaggleStandIn, reached through HTTP_PROXY."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -133,9 +134,37 @@ def test_submit_and_list_submissions(home: Path) -> None:
         assert "cnn v1: 5 epochs" in proc.stdout
 
 
+def test_submissions_are_pending_then_scored(home: Path) -> None:
+    """A submission is PENDING for `pending_polls` answers, then COMPLETE with its accuracy on the answers."""
+    sub = home / "submission.csv"
+    sub.write_text("ImageId,Label\n1,2\n2,0\n3,7\n4,1\n")
+    with KaggleStandIn(make_zip()) as server:
+        server.answers = b"ImageId,Label\n1,2\n2,0\n3,7\n4,4\n"
+        server.pending_polls = 1
+        submitted = kaggle(server.proxy, home, "competitions", "submit", "digit-recognizer", "-f", str(sub), "-m", "v1")
+        pending = kaggle(server.proxy, home, "competitions", "submission", "1000")
+        scored = kaggle(server.proxy, home, "competitions", "submissions", "digit-recognizer", "-v")
+        server.scoring_error = "Evaluation Exception: bad file"
+        server.pending_polls = 0
+        kaggle(server.proxy, home, "competitions", "submit", "digit-recognizer", "-f", str(sub), "-m", "v2")
+        failed = kaggle(server.proxy, home, "competitions", "submission", "1001")
+        server.scoring_error = None
+        waited = kaggle(server.proxy, home, "competitions", "submit", "digit-recognizer", "-f", str(sub), "-m", "v3",
+                        "--wait", "30")
+    assert submitted.returncode == 0 and "Submission ref: 1000" in submitted.stdout
+    assert pending.returncode == 0 and "PENDING" in pending.stdout and "0.75000" not in pending.stdout
+    rows = list(csv.DictReader(io.StringIO(scored.stdout)))
+    assert [(r["ref"], r["status"], r["publicScore"]) for r in rows] == [
+        ("1000", "SubmissionStatus.COMPLETE", "0.75000")]
+    assert "ERROR" in failed.stdout and "Evaluation Exception: bad file" in failed.stdout
+    assert waited.returncode == 0 and "Public score: 0.75000" in waited.stdout
+    get = [r for r in server.requests if r["path"].endswith("/GetSubmission")]
+    assert [r["json"] for r in get] == [{"ref": 1000}, {"ref": 1001}, {"ref": 1002}]
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_auth_failures_exit_nonzero(home: Path, tmp_path: Path, status: int) -> None:
-    """401 prints the CLI's generic auth help on stdout; 403 prints the server's message on stderr."""
+    """401 prints the CLI's generic auth help on stdout; 403 prints the server's message first on stderr."""
     sub = home / "submission.csv"
     sub.write_text("ImageId,Label\n1,2\n")
     with KaggleStandIn(make_zip()) as server:
@@ -165,9 +194,9 @@ def test_auth_failures_exit_nonzero(home: Path, tmp_path: Path, status: int) -> 
                 proc.stdout.startswith(AUTH_HELP) and proc.stdout.count(AUTH_HELP) == 1
             )
             assert proc.stderr == ""
-        else:
+        else:  # Kaggle's message first, then the client's own hint (2.2.5)
             assert proc.stdout == ""
-            assert proc.stderr == RULES_403 + "\n"
+            assert proc.stderr.startswith(RULES_403 + "\n")
     assert not (tmp_path / "dl").exists()
     # nothing is attempted after the first refusal
     assert server.submissions == [] and len(server.requests) == 2

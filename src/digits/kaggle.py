@@ -1,20 +1,22 @@
-"""Kaggle through its official `kaggle` CLI (run as a subprocess): credentials, download, submit, list submissions."""
+"""Kaggle through the official `kaggle` client used as a library: sign-in, download, submit, scores, error advice."""
 
+import contextlib
+import io
 import json
 import logging
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import data, runs, submission
 from .config import COMPETITION, Paths
-from .errors import InputError, KaggleError
+from .errors import DigitsError, InputError, KaggleError
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +25,10 @@ TOKEN_URL = "https://www.kaggle.com/settings"
 RULES_HINT = f"Accept the competition rules at {RULES_URL} (signed in as the account of your API key), then retry."
 DATA_FILES = ("train.csv", "test.csv")
 EXTRA_FILES = ("sample_submission.csv",)
-TIMEOUT_S = 30 * 60
-# The CLI prints these and still exits 0.
-SOFT_FAILURES = ("Kernel push error", "Could not submit to competition", "Could not find competition",
-                 "are not valid competition sources", "are not valid dataset sources",
-                 "are not valid kernel sources")
+WAIT_S = 300  # how long `digits submit` waits for the score by default
+POLL_S = 5.0  # and how often it asks
+PROGRESS_EVERY_S = 30  # a "still being scored" line at most this often
+LISTED = 20  # `digits submissions` shows this many of the newest
 
 CREDENTIALS_HELP = f"""no Kaggle credentials found, so nothing was sent to Kaggle. Set up one of these
 (create an API token at {TOKEN_URL}, section "API"):
@@ -36,199 +37,198 @@ CREDENTIALS_HELP = f"""no Kaggle credentials found, so nothing was sent to Kaggl
     (~/.config/kaggle/kaggle.json when ~/.kaggle does not exist)
   - the environment variables KAGGLE_USERNAME and KAGGLE_KEY
   - KAGGLE_API_TOKEN=<token> (or the path of a file holding it), or the token saved in ~/.kaggle/access_token
-  - `kaggle auth login` (OAuth; saves ~/.kaggle/credentials.json)"""
+  - `kaggle auth login` (OAuth; saves ~/.kaggle/credentials.json)
+A token that Kaggle no longer accepts (revoked or expired) counts as none: create a new one."""
+
+_secrets: set[str] = set()  # the key and token the client signed in with: blanked out of any message
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """Where the kaggle CLI will find credentials (a description, never the secret) and the username if known."""
-
-    source: str
-    username: str | None = None
-    config_file: Path | None = None
+@contextlib.contextmanager
+def _client_output_hidden():
+    """Keep what the client prints (its own help, warnings, progress) off our stdout."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
-def _home(environ) -> Path:
-    return Path(environ.get("HOME") or Path.home())
-
-
-def config_dir(environ=None) -> Path:
-    """The folder the kaggle CLI reads kaggle.json from."""
-    environ = os.environ if environ is None else environ
-    if environ.get("KAGGLE_CONFIG_DIR"):
-        return Path(environ["KAGGLE_CONFIG_DIR"])
-    legacy = _home(environ) / ".kaggle"
-    if legacy.exists() or not sys.platform.startswith("linux"):
-        return legacy
-    return Path(environ.get("XDG_CONFIG_HOME") or _home(environ) / ".config") / "kaggle"
-
-
-def _read_json(path: Path) -> dict:
+def _client_class():
+    """The client's KaggleApi class, imported only when Kaggle is used (`digits` starts without it)."""
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        with _client_output_hidden():  # importing `kaggle` signs in once and prints its help if it cannot
+            from kaggle.api.kaggle_api_extended import KaggleApi
+    except ImportError as err:
+        raise KaggleError(f"the kaggle client is not installed ({err}): run `make venv` "
+                          "(requirements.txt pins it)") from None
+    return KaggleApi
 
 
-def _token_file(path: Path) -> bool:
-    try:
-        return bool(path.read_text(encoding="utf-8").strip())
-    except OSError:
-        return False
+def client():
+    """A KaggleApi signed in by the client's own credential search; KaggleError (nothing sent) if it finds none."""
+    api = _client_class()()
+    with calling("signing in to Kaggle"):
+        try:
+            api.authenticate()
+        except SystemExit:  # how the client says that it found no credentials
+            raise KaggleError(CREDENTIALS_HELP) from None
+    _secrets.update(v for v in (api.get_config_value("key"), api.get_config_value("token")) if isinstance(v, str) and v)
+    _warn_if_readable(Path(api.config))
+    return api
 
 
-def find_credentials(environ=None) -> Credentials | None:
-    """Every way kaggle CLI 2.x accepts credentials, in its order; None when there are none."""
-    environ = os.environ if environ is None else environ
-    home = _home(environ)
-    config_file = config_dir(environ) / "kaggle.json"
-    values = _read_json(config_file)
-    username = environ.get("KAGGLE_USERNAME") or values.get("username")
-    if environ.get("KAGGLE_API_TOKEN"):
-        return Credentials("KAGGLE_API_TOKEN", username)
-    for name in ("access_token", "access_token.txt"):
-        if _token_file(home / ".kaggle" / name):
-            return Credentials(f"~/.kaggle/{name}", username)
-    if username and environ.get("KAGGLE_KEY"):
-        return Credentials("KAGGLE_USERNAME/KAGGLE_KEY", username)
-    if username and values.get("key"):
-        return Credentials(str(config_file), username, config_file)
-    oauth = _read_json(home / ".kaggle" / "credentials.json")
-    if oauth.get("refresh_token"):
-        return Credentials("~/.kaggle/credentials.json (kaggle auth login)", username or oauth.get("username"))
-    return None
-
-
-def require_credentials(environ=None, warn=None) -> Credentials:
-    """The credentials to use, or a KaggleError listing the ways to set them up (before any network call)."""
-    environ = os.environ if environ is None else environ
-    found = find_credentials(environ)
-    if found is None:
-        raise KaggleError(CREDENTIALS_HELP)
-    config_file = config_dir(environ) / "kaggle.json"
+def _warn_if_readable(config_file: Path) -> None:
+    """Warn (on stderr) when the client's kaggle.json can be read by other users."""
     if config_file.is_file() and config_file.stat().st_mode & 0o077:
-        (warn or _stderr)(f"warning: {config_file} is readable by other users; run `chmod 600 {config_file}`")
-    return found
+        print(f"warning: {config_file} is readable by other users; run `chmod 600 {config_file}`", file=sys.stderr)
 
 
-def _stderr(message: str):
-    print(message, file=sys.stderr)
+def signed_in_as(api) -> str | None:
+    """The username the client signed in as (None when its credentials do not name one)."""
+    return api.get_config_value("username") or None
 
 
-def username(environ=None) -> str | None:
-    """The Kaggle username from KAGGLE_USERNAME or the credential files (a bare token does not name it)."""
-    environ = os.environ if environ is None else environ
-    found = find_credentials(environ)
-    return (found and found.username) or environ.get("KAGGLE_USERNAME") or None
-
-
-def _secrets(environ) -> list[str]:
-    """Secret values to blank out of any CLI output we relay."""
-    values = [environ.get("KAGGLE_KEY"), environ.get("KAGGLE_API_TOKEN"),
-              _read_json(config_dir(environ) / "kaggle.json").get("key")]
-    return [v for v in values if isinstance(v, str) and len(v) >= 6]
-
-
-def _redact(text: str, environ) -> str:
-    for secret in _secrets(environ):
-        text = text.replace(secret, "***")
-    return text
-
-
-def kaggle_command() -> str:
-    """The kaggle CLI of this Python environment, else the one on PATH."""
-    beside = Path(sys.executable).with_name("kaggle")
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("kaggle")
-    if not found:
-        raise KaggleError("the kaggle command-line client is not installed: run `pip install kaggle` "
-                          "(requirements.txt pins it) or `make venv`")
-    return found
-
-
-def run_kaggle(*args: str, what: str, forbidden_hint: str = RULES_HINT) -> str:
-    """Run `kaggle ARGS`; return its stdout, or raise a KaggleError with advice (never showing a key)."""
-    environ = os.environ
+def username() -> str | None:
+    """The Kaggle username: from KAGGLE_USERNAME or kaggle.json as the client reads them, else by signing in."""
+    api = _client_class()()
+    with _client_output_hidden():
+        values = api.read_config_environment(api.read_config_file(quiet=True))
+    if values.get("username"):
+        return values["username"]
     try:
-        proc = subprocess.run([kaggle_command(), *args], capture_output=True, text=True, timeout=TIMEOUT_S,
-                              env={**environ, "PYTHONUNBUFFERED": "1"})
-    except subprocess.TimeoutExpired:
-        raise KaggleError(f"{what}: no answer from Kaggle within {TIMEOUT_S // 60} minutes; "
-                          "check the network (and HTTPS_PROXY) and retry") from None
-    output = _redact(f"{proc.stdout}\n{proc.stderr}".strip(), environ)
-    if proc.returncode != 0 or any(mark in output for mark in SOFT_FAILURES):
-        raise KaggleError(advice(what, output, proc.returncode, environ, forbidden_hint))
-    return _redact(proc.stdout, environ)
+        return signed_in_as(client())
+    except KaggleError:
+        return None
 
 
-def advice(what: str, output: str, code: int, environ=None, forbidden_hint: str = RULES_HINT) -> str:
-    """Turn the kaggle CLI's failure output into one plain piece of advice."""
-    environ = os.environ if environ is None else environ
-    if "Authentication required" in output or re.search(r"\b401\b|Unauthenticated|Unauthorized", output):
+@contextlib.contextmanager
+def calling(what: str, forbidden_hint: str = RULES_HINT, files_of: str = ""):
+    """Run client calls with their printing hidden; what they raise becomes a KaggleError with advice.
+
+    `what` starts each message; `files_of` names whose files a failed download was of (e.g. "kernel a/b").
+    """
+    try:
+        with _client_output_hidden():
+            yield
+    except DigitsError:
+        raise
+    except Exception as err:
+        message = advice(what, err, forbidden_hint, files_of)
+        if message is None:
+            raise
+        raise KaggleError(message) from None
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """`err` and every exception inside it: causes, contexts, urllib3's `reason`, exceptions given as arguments."""
+    found, todo = [], [err]
+    while todo:
+        item = todo.pop(0)
+        if isinstance(item, BaseException) and not any(item is seen for seen in found):
+            found.append(item)
+            todo += [item.__cause__, item.__context__, getattr(item, "reason", None), *item.args]
+    return found
+
+
+def advice(what: str, err: BaseException, forbidden_hint: str = RULES_HINT, files_of: str = "") -> str | None:
+    """One plain piece of advice for what the client raised, keyed on the HTTP status or the exception's type.
+
+    None for a failure that is not Kaggle's or the network's (a local OSError, such as a full disk).
+    """
+    import requests
+
+    chain = _chain(err)
+    answered = next((e for e in chain if isinstance(e, requests.HTTPError) and e.response is not None), None)
+    if answered is not None:
+        return _http_advice(what, answered, forbidden_hint, files_of)
+    unreachable = next((e for e in chain if isinstance(e, requests.ConnectionError | requests.Timeout)), None)
+    if unreachable is not None:
+        return f"{what}: {_network_problem(unreachable, chain)}"
+    if isinstance(err, OSError) and not isinstance(err, requests.RequestException):
+        return None
+    if isinstance(err, ValueError):  # the client's checks of its arguments, the kernel's metadata among them
+        return f"{what}: {_redact(str(err))}"
+    return f"{what}: the kaggle client failed: {type(err).__name__}: {_redact(str(err))}"
+
+
+def _http_advice(what: str, err, forbidden_hint: str, files_of: str) -> str:
+    """Advice for an HTTP error status from Kaggle (or from a download link it handed out)."""
+    code = err.response.status_code
+    said = _server_message(err.response)
+    if code == 401:
         return (f"{what}: Kaggle rejected the credentials (HTTP 401): the API key or token is wrong, revoked or "
                 f"stale. Create a new token at {TOKEN_URL} (section \"API\"), put it where the old one was "
                 "(~/.kaggle/kaggle.json, KAGGLE_KEY or KAGGLE_API_TOKEN), and retry.")
-    invalid = [line.strip() for line in output.splitlines() if "are not valid competition sources" in line]
-    if invalid:
-        return (f"{what}: Kaggle did not attach the competition data to the kernel, so it would run without "
-                f"data: {invalid[0]}\n{RULES_HINT}")
-    if re.search(r"\b403\b|Forbidden|accept .*rules|[Pp]ermission", output):
-        return f"{what}: Kaggle refused (HTTP 403): {_last_line(output)}\n{forbidden_hint}"
-    network = _network_problem(output, environ)
-    if network:
-        return f"{what}: {network}"
-    return f"{what}: the kaggle CLI failed (exit {code}):\n{_tail(output)}"
+    if err.request is not None and err.request.method == "GET":  # a file's link, not an API call (those POST)
+        name = unquote(urlsplit(err.response.url or err.request.url or "").path.rsplit("/", 1)[-1]) or "a file"
+        return (f"{what}: {name}{f' of {files_of}' if files_of else ''} could not be downloaded (HTTP {code}: "
+                f"{said}). Retry: the links Kaggle hands out expire.")
+    if code == 403:
+        return f"{what}: Kaggle refused (HTTP 403): {said}\n{forbidden_hint}"
+    if code == 404:
+        return f"{what}: Kaggle found no such thing (HTTP 404): {said}"
+    if code == 429:
+        return f"{what}: Kaggle is limiting this account's requests (HTTP 429): {said}; wait a few minutes and retry."
+    if code >= 500:
+        return f"{what}: Kaggle failed on its side (HTTP {code}): {said}; retry in a few minutes."
+    return f"{what}: Kaggle answered HTTP {code}: {said}"
 
 
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "(no message)"
+def _server_message(response) -> str:
+    """The "message" of Kaggle's JSON error body, else the status line's reason."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    message = body.get("message") if isinstance(body, dict) else None
+    text = message if isinstance(message, str) and message.strip() else response.reason or "no message"
+    return _redact(text.strip())[:500]
 
 
-def _tail(text: str, lines: int = 8) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:]) or "(no output)"
+def _redact(text: str) -> str:
+    """`text` without the signed-in key or token, nor any user:password in a URL."""
+    for secret in _secrets | {os.environ.get("KAGGLE_KEY") or "", os.environ.get("KAGGLE_API_TOKEN") or ""}:
+        if len(secret) >= 6:
+            text = text.replace(secret, "***")
+    return re.sub(r"(\w+://)[^/\s@]+@", r"\1***@", text)
 
 
-def proxy_in_use(environ=None) -> str | None:
-    """host:port of the HTTPS proxy the CLI will use (never the proxy's user or password)."""
-    environ = os.environ if environ is None else environ
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        if environ.get(name):
-            parts = urlsplit(environ[name] if "://" in environ[name] else f"http://{environ[name]}")
-            return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-    return None
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
 
 
-def _network_problem(output: str, environ) -> str | None:
-    """Name the unreachable host and why, from the urllib3 error text the CLI prints."""
-    match = re.search(r"HTTPS?ConnectionPool\(host='([^']+)', port=(\d+)\)", output)
-    absolute = re.search(r"with url: (https?)://([^/:\s]+)(?::(\d+))?", output)  # sent through an HTTP proxy
-    proxy_failed = re.search(r"ProxyError|Tunnel connection failed|Unable to connect to proxy", output)
-    if not match and not proxy_failed and "Max retries exceeded" not in output:
-        return None
-    host = f"{match[1]}:{match[2]}" if match else "api.kaggle.com:443"
-    proxy = proxy_in_use(environ)
-    if absolute:  # the pool is the proxy's; the URL names the host
-        proxy, host = host, f"{absolute[2]}:{absolute[3] or (443 if absolute[1] == 'https' else 80)}"
-    if proxy_failed:
+def proxy_for(url: str) -> str | None:
+    """host:port of the proxy that `requests` uses for `url` from the environment (never its user or password)."""
+    import requests
+
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    return _host_port(proxy if "://" in proxy else f"http://{proxy}") if proxy else None
+
+
+def _network_problem(err, chain: list[BaseException]) -> str:
+    """Name the host that could not be reached and why, from the types of the exceptions raised."""
+    import socket
+    import ssl
+
+    import requests
+    import urllib3
+
+    url = err.request.url if getattr(err, "request", None) is not None else "https://api.kaggle.com/"
+    host, proxy = _host_port(url), proxy_for(url)
+    if any(isinstance(e, requests.exceptions.ProxyError | urllib3.exceptions.ProxyError) for e in chain):
         return (f"could not reach {host} through the proxy {proxy or '(from the environment)'}: the proxy refused "
                 "or could not be reached. Check HTTPS_PROXY and HTTP_PROXY (they are honoured) and that the proxy "
                 f"allows {host.split(':')[0]}.")
-    if re.search(r"NameResolution|Name or service not known|nodename nor servname|getaddrinfo failed|"
-                 r"Temporary failure in name resolution", output):
+    if any(isinstance(e, socket.gaierror) for e in chain):
         reason = "its name does not resolve (offline, or no DNS)"
-    elif re.search(r"Connection refused|ConnectionRefused", output):
+    elif any(isinstance(e, ConnectionRefusedError) for e in chain):
         reason = "the connection was refused"
-    elif re.search(r"timed out|Timeout", output):
+    elif any(isinstance(e, requests.exceptions.SSLError | ssl.SSLError) for e in chain):
+        reason = "its TLS certificate did not verify (an inspecting proxy? point REQUESTS_CA_BUNDLE at its CA file)"
+    elif any(isinstance(e, requests.Timeout | TimeoutError) for e in chain):
         reason = "the connection timed out"
-    elif re.search(r"SSLError|CERTIFICATE_VERIFY_FAILED", output):
-        reason = ("its TLS certificate did not verify (an inspecting proxy? point REQUESTS_CA_BUNDLE at its "
-                  "CA file)")
     else:
         reason = "no connection"
-    hint = (f"the proxy {proxy} from HTTPS_PROXY was used" if proxy
+    hint = (f"the proxy {proxy} from the environment was used" if proxy
             else "behind a proxy, set HTTPS_PROXY=http://HOST:PORT (it is honoured)")
     return f"could not reach {host}: {reason}. Check the internet connection; {hint}."
 
@@ -260,13 +260,13 @@ def download(data_dir, force: bool = False) -> Path:
     cache_dir = Paths(data_dir=data_dir).cache_dir
     if not force and _already_there(data_dir, cache_dir):
         return data_dir
-    require_credentials()
+    api = client()
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=data_dir))
     try:
         log.info(f"downloading the {COMPETITION} data from Kaggle ...")
-        run_kaggle("competitions", "download", COMPETITION, "-p", str(staging),
-                   what=f"kaggle competitions download {COMPETITION}")
+        with calling(f"downloading the {COMPETITION} data", files_of=f"the {COMPETITION} data"):
+            api.competition_download_files(COMPETITION, path=str(staging), force=True, quiet=True)
         names = _unpack(staging)
         try:
             train_rows, test_rows = _validate(staging, cache_dir)
@@ -285,7 +285,7 @@ def download(data_dir, force: bool = False) -> Path:
 
 
 def _unpack(staging: Path) -> list[str]:
-    """Write the competition CSVs as plain files in `staging` (from the zip the CLI saved, or as saved)."""
+    """Write the competition CSVs as plain files in `staging` (from the zip the client saved, or as saved)."""
     names = []
     for name in DATA_FILES + EXTRA_FILES:
         try:
@@ -309,13 +309,21 @@ def _test_rows(paths: Paths) -> int:
     return len(data.read_test(source, paths.cache_dir))
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def default_message(path: Path, paths: Paths) -> str:
     """'<run-id>: holdout accuracy 0.9912' from the run's metrics, else the file name."""
     stem = Path(path).stem
+    run, tag = runs.split_subset(stem)
     candidates = [runs.metrics_file(paths.models_dir / stem)]
-    subset = re.fullmatch(r"(.+)(-m\d+(?:_\d+)*)", stem)  # `make ensemble MEMBERS=...` writes <run>-m0_2.csv
-    if subset:
-        candidates.append(runs.metrics_file(paths.models_dir / subset[1], subset[2]))
+    if tag:
+        candidates.append(runs.metrics_file(paths.models_dir / run, tag))
     for candidate in candidates:
         metrics = _read_json(candidate)
         accuracy = metrics.get("ensemble", {}).get("holdout_accuracy")
@@ -324,21 +332,144 @@ def default_message(path: Path, paths: Paths) -> str:
     return stem
 
 
-def submit(paths: Paths, file=None, message: str | None = None) -> None:
-    """Check a submission against test.csv, then send it with `kaggle competitions submit`."""
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _score(value) -> float | str | None:
+    """Kaggle's score text as a number (as text if it is not one; None if there is none)."""
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _record(folder: Path, entry: dict) -> Path:
+    """Add `entry` to the folder's kaggle_submissions.json, or update the one with its ref."""
+    records = [r for r in runs.kaggle_submissions(folder) if r.get("ref") != entry["ref"]]
+    return runs.save_kaggle_submissions(folder, [*records, entry])
+
+
+def _scored(entry: dict, found) -> dict:
+    """`entry` updated with what Kaggle says of the submission now (an ApiSubmission)."""
+    state = found.status.name.lower()  # pending, complete or error
+    updated = {**entry, "status": state, "public_score": _score(found.public_score),
+               "private_score": _score(found.private_score)}
+    if state == "error":
+        updated["error"] = _redact((found.error_description or "").strip()) or "(Kaggle gave no reason)"
+    if state != "pending":
+        updated["scored"] = _now()
+    return updated
+
+
+def submit(paths: Paths, file=None, message: str | None = None, wait: float = WAIT_S,
+           poll_interval: float = POLL_S) -> dict:
+    """Check a submission against test.csv, send it, wait up to `wait` seconds for its public score; record it."""
     path = Path(file) if file else runs.latest_submission(paths.submissions_dir)
     labels = submission.read(path, expected_rows=_test_rows(paths))
     message = message or default_message(path, paths)
-    require_credentials()
+    api = client()
     log.info(f"submitting {path} ({len(labels)} rows) to {COMPETITION} with message {message!r}")
-    out = run_kaggle("competitions", "submit", COMPETITION, "-f", str(path), "-m", message,
-                     what=f"kaggle competitions submit {COMPETITION}")
-    log.info(out.strip())
-    log.info("scores appear in a minute or two: `make submissions`")
+    with calling(f"submitting {path.name} to {COMPETITION}"):
+        sent = api.competition_submit(str(path), message, COMPETITION, quiet=True)
+    if not sent.ref:  # the client reports a failed upload with an answer that carries no submission
+        raise KaggleError(f"submitting {path.name} to {COMPETITION}: the upload did not complete, so nothing was "
+                          "submitted; check the network and retry")
+    folder = runs.submission_owner(path, paths.models_dir)
+    entry = {"ref": sent.ref, "file": str(path), "submitted": _now(), "message": message, "status": "pending",
+             "public_score": None, "private_score": None}
+    record = _record(folder, entry)
+    log.info(f"sent: submission {sent.ref}, recorded in {record}")
+    if wait <= 0:
+        log.info("scores appear in a minute or two: `make submissions` shows them and records them with the run")
+        return entry
+    found = wait_for_score(api, sent.ref, wait, poll_interval)
+    if found is not None:
+        entry = _scored(entry, found)
+        _record(folder, entry)
+    return _report(entry, wait)
 
 
-def list_submissions() -> None:
-    """Print your recent submissions and their scores."""
-    require_credentials()
-    log.info(run_kaggle("competitions", "submissions", COMPETITION,
-                   what=f"kaggle competitions submissions {COMPETITION}").rstrip())
+def _report(entry: dict, wait: float) -> dict:
+    """Say how the submission's scoring ended; KaggleError if Kaggle could not score it."""
+    name = Path(entry["file"]).name
+    if entry["status"] == "error":
+        raise KaggleError(f"Kaggle could not score submission {entry['ref']} ({name}): {entry['error']}")
+    if entry["status"] == "complete":
+        log.info(f"public score {entry['public_score']}: submission {entry['ref']} ({name})")
+    else:
+        log.info(f"submission {entry['ref']} ({name}) is still being scored after {wait:g} s; run "
+                 "`make submissions` later to get its score (it is recorded with the run)")
+    return entry
+
+
+def _find(api, ref: int):
+    """Kaggle's ApiSubmission with this ref among your newest submissions, or None if it is not listed (yet)."""
+    with calling(f"asking Kaggle for the score of submission {ref}"):
+        listed = api.competition_submissions(COMPETITION, page_size=LISTED) or []
+    return next((s for s in listed if s is not None and s.ref == ref), None)
+
+
+def wait_for_score(api, ref: int, wait: float, poll_interval: float):
+    """Poll until submission `ref` is scored (or failed) or `wait` seconds passed; its last ApiSubmission, if any."""
+    started = time.monotonic()
+    log.info(f"waiting up to {wait:g} s for Kaggle to score submission {ref} (every {poll_interval:g} s; "
+             "--no-wait skips this) ...")
+    noted, found = started, None
+    try:
+        while True:
+            found = _find(api, ref) or found
+            if found is not None and found.status.name != "PENDING":
+                return found
+            now = time.monotonic()
+            if now - started >= wait:
+                return found
+            if now - noted >= PROGRESS_EVERY_S:
+                log.info(f"submission {ref}: still being scored ({now - started:.0f} s)")
+                noted = now
+            time.sleep(min(poll_interval, max(0.0, wait - (now - started))))
+    except KeyboardInterrupt:  # stop waiting; the submission is made and recorded as pending
+        print(file=sys.stderr)
+        return found
+
+
+def list_submissions(paths: Paths) -> list[dict]:
+    """Print your newest submissions and their scores; fill in the scores of the pending ones recorded in runs."""
+    api = client()
+    with calling(f"listing your {COMPETITION} submissions"):
+        listed = [s for s in api.competition_submissions(COMPETITION, page_size=LISTED) or [] if s is not None]
+    print(submissions_table(listed))
+    return update_records(paths.models_dir, listed)
+
+
+def submissions_table(listed) -> str:
+    """The submissions as an aligned text table, newest first."""
+    if not listed:
+        return f"no submissions to {COMPETITION} yet; send one with `make submit`"
+    rows = [("DATE (UTC)", "REF", "FILE", "STATUS", "PUBLIC", "MESSAGE")]
+    for s in listed:
+        date = s.date.strftime("%Y-%m-%d %H:%M") if s.date else "-"
+        rows.append((date, str(s.ref), s.file_name or "-", s.status.name.lower(), s.public_score or "-",
+                     s.description or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def update_records(models_dir, listed) -> list[dict]:
+    """Fill in the scores of recorded pending submissions that Kaggle has scored since; return those updated."""
+    by_ref = {s.ref: s for s in listed}
+    updated = []
+    for folder in runs.kaggle_submission_folders(models_dir):
+        records = runs.kaggle_submissions(folder)
+        changed = [_scored(r, by_ref[r["ref"]]) if r.get("status") == "pending" and r.get("ref") in by_ref else r
+                   for r in records]
+        fresh = [new for old, new in zip(records, changed, strict=True) if new != old and new["status"] != "pending"]
+        if fresh:
+            path = runs.save_kaggle_submissions(folder, changed)
+            for entry in fresh:
+                score = entry["public_score"] if entry["status"] == "complete" else f"error: {entry['error']}"
+                log.info(f"{Path(entry['file']).name}: submission {entry['ref']} scored {score}; recorded in {path}")
+            updated += fresh
+    return updated

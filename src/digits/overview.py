@@ -9,7 +9,7 @@ from .errors import InputError
 
 COLUMNS = [("run", "RUN"), ("config", "CONFIG"), ("members", "MEMBERS"), ("nets", "NETS"),
            ("holdout_accuracy", "HOLDOUT"), ("test_accuracy", "TEST"), ("train_minutes", "MINUTES"),
-           ("state", "STATE"), ("submission", "SUBMISSION")]
+           ("state", "STATE"), ("submission", "SUBMISSION"), ("public_score", "PUBLIC")]
 
 
 def rows(paths: Paths) -> list[dict]:
@@ -36,6 +36,7 @@ def _row(run_dir: Path, answers: Path | None) -> dict:
         "train_minutes": round(sum(_train_seconds(run_dir, i) for i in range(cfg.members)) / 60, 2),
         "state": state(run_dir, cfg.members),
         "submission": path,
+        "public_score": runs.public_score(run_dir),  # the newest score Kaggle gave a submission of the run
     }
 
 

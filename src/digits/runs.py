@@ -1,6 +1,7 @@
 """The run folder (models/<run>/): every file name in it, its members, and finding a run or the newest submission."""
 
 import json
+import re
 from pathlib import Path
 
 from .errors import InputError
@@ -9,6 +10,7 @@ CONFIG_FILE = "config.json"  # written last when a run starts: its presence make
 MANIFEST_FILE = "manifest.json"
 HOLDOUT_FILE = "holdout.npz"
 SAMPLES_FILE = "train_samples.npz"
+PSEUDO_FILE = "pseudo.npz"  # with pseudo_label: the test images the second round learns from, and their labels
 LOCK_FILE = "train.lock"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
@@ -21,6 +23,9 @@ HOLDOUT_PROBS_FILE = "holdout_probs.npy"
 TEST_PROBS_FILE = "test_probs.npy"
 DONE_FILE = "done.json"  # written last when a member finishes
 TENSORBOARD_DIR = "tensorboard"
+# what `digits submit` sent to Kaggle from the run and the scores that came back (in a run or blend folder; a file
+# of no run is recorded in models/ itself)
+KAGGLE_SUBMISSIONS_FILE = "kaggle_submissions.json"
 # models/blends/<blend-id>/: metrics.json and ensemble_*_probs.npy of an average of several runs' members
 # (no config.json, so never taken for a run)
 BLENDS_DIR = "blends"
@@ -102,3 +107,48 @@ def latest_submission(submissions_dir) -> Path:
     if not files:
         raise InputError(f"{submissions_dir}: no submissions yet; run `make train` first")
     return files[-1]
+
+
+def split_subset(stem: str) -> tuple[str, str]:
+    """A submission's name as (run id, tag): `make ensemble MEMBERS=...` writes <run>-m0_2.csv, tag '-m0_2'."""
+    found = re.fullmatch(r"(.+)(-m\d+(?:_\d+)*)", stem)
+    return (found[1], found[2]) if found else (stem, "")
+
+
+def submission_owner(submission_file, models_dir) -> Path:
+    """The folder that records `submission_file`'s Kaggle scores: its run's or blend's, else `models_dir`."""
+    models_dir = Path(models_dir)
+    stem = Path(submission_file).stem
+    for candidate in (models_dir / stem, models_dir / split_subset(stem)[0], blend_dir(models_dir, stem)):
+        if candidate.is_dir():
+            return candidate
+    return models_dir
+
+
+def kaggle_submissions(folder) -> list[dict]:
+    """The Kaggle submissions recorded in `folder`, oldest first."""
+    path = Path(folder) / KAGGLE_SUBMISSIONS_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def save_kaggle_submissions(folder, records: list[dict]) -> Path:
+    """Write `folder`'s record of Kaggle submissions atomically; return its path."""
+    from . import atomic  # it imports numpy, which `digits` does not need to start
+
+    path = Path(folder) / KAGGLE_SUBMISSIONS_FILE
+    atomic.write_text(path, json.dumps(records, indent=2) + "\n")
+    return path
+
+
+def kaggle_submission_folders(models_dir) -> list[Path]:
+    """Every folder under `models_dir` (itself included) that records Kaggle submissions."""
+    models_dir = Path(models_dir)
+    found = [*models_dir.glob(KAGGLE_SUBMISSIONS_FILE), *models_dir.glob(f"*/{KAGGLE_SUBMISSIONS_FILE}"),
+             *models_dir.glob(f"{BLENDS_DIR}/*/{KAGGLE_SUBMISSIONS_FILE}")]
+    return [path.parent for path in found]
+
+
+def public_score(run_dir) -> float | None:
+    """The public score of the run's newest scored Kaggle submission, if any."""
+    scored = [r for r in kaggle_submissions(run_dir) if r.get("public_score") is not None]
+    return scored[-1]["public_score"] if scored else None
