@@ -1,4 +1,5 @@
-"""The generated kernel on Kaggle's image versions (constraints/kaggle-image.txt), in a separate cached environment."""
+"""The generated notebook on Kaggle's image versions (constraints/kaggle-image.txt), in a separate cached environment,
+executed by a real notebook executor (nbclient and ipykernel, as Kaggle runs a notebook kernel)."""
 
 import fcntl
 import glob
@@ -19,12 +20,34 @@ from digits import kernel, submission
 
 CONSTRAINTS = PROJECT_ROOT / "constraints" / "kaggle-image.txt"
 MODULES = {"tensorflow-cpu": "tensorflow", "scikit-learn": "sklearn"}  # distribution -> import name
+T4_UUIDS = ["GPU-aaaa1111-0000-0000-0000-000000000000", "GPU-bbbb2222-0000-0000-0000-000000000000"]
+# Run by the image environment's Python: execute a notebook as Kaggle does (nbclient, an ipykernel kernel), and save
+# it executed, outputs included, even when a cell failed.
+EXECUTE = """
+import sys
+import nbclient
+import nbformat
+
+source, target, working = sys.argv[1:4]
+notebook = nbformat.read(source, as_version=4)
+nbformat.validate(notebook)
+try:
+    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": working}}).execute()
+finally:
+    nbformat.write(notebook, target)
+"""
 
 
 def pins() -> dict[str, str]:
     """name -> version of every `name==version` line of the constraints file."""
     lines = CONSTRAINTS.read_text(encoding="utf-8").splitlines()
     return dict(line.split("==") for line in (x.strip() for x in lines) if line and not line.startswith("#"))
+
+
+def executor() -> list[str]:
+    """The notebook executor's requirements, the file's `# executor: name==version` lines (not image pins)."""
+    return re.findall(r"^# executor: (\S+==\S+)$", CONSTRAINTS.read_text(encoding="utf-8"), re.M)
 
 
 def image_python_version() -> str:
@@ -60,9 +83,10 @@ def cache_root() -> Path:
 
 @pytest.fixture(scope="module")
 def image_env() -> Path:
-    """A virtualenv with the pinned versions, made once per Python and pin set (comments do not count)."""
+    """A virtualenv with the pinned versions and the executor, made once per Python and pin set (other comments
+    do not count)."""
     python, version = find_python()
-    key = hashlib.sha256(json.dumps([version, sorted(pins().items())]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([version, sorted(pins().items()), executor()]).encode()).hexdigest()[:16]
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     env_dir = root / f"kaggle-image-py{version}-{key}"
@@ -72,7 +96,8 @@ def image_env() -> Path:
             shutil.rmtree(env_dir, ignore_errors=True)
             subprocess.run([python, "-m", "venv", str(env_dir)], check=True, timeout=300)
             proc = subprocess.run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "--no-input",
-                                   "-r", str(CONSTRAINTS)], capture_output=True, text=True, timeout=1800)
+                                   "-r", str(CONSTRAINTS), *executor()], capture_output=True, text=True,
+                                  timeout=1800)
             assert proc.returncode == 0, f"installing {CONSTRAINTS} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
             (env_dir / ".complete").write_text(CONSTRAINTS.read_text(encoding="utf-8"))
     return env_dir
@@ -93,10 +118,32 @@ def make_read_only(folder: Path):
         path.chmod(stat.S_IREAD | (stat.S_IEXEC if path.is_dir() else 0) | stat.S_IRGRP | stat.S_IROTH)
 
 
-def test_kernel_runs_on_the_image_versions(image_env, small_data, tmp_path):
-    """The tiny kernel script, run by the image's Python on a /kaggle-like layout, writes a valid submission."""
+def fake_t4s(folder: Path) -> Path:
+    """A folder whose `nvidia-smi -L` lists two T4s: "GPU T4 x2" as the kernel sees it (TensorFlow here: CPU only)."""
+    folder.mkdir()
+    script = folder / "nvidia-smi"
+    script.write_text("#!/bin/sh\ncat <<'END'\n" + "".join(f"GPU {i}: Tesla T4 (UUID: {uuid})\n" for i, uuid in
+                                                         enumerate(T4_UUIDS)) + "END\n")
+    script.chmod(0o755)
+    return folder
+
+
+def outputs(cell: dict, kind: str) -> list:
+    """A cell's outputs that are text on `kind` ("stdout", "stderr") or data of that MIME type ("image/png")."""
+    found = []
+    for output in cell.get("outputs", []):
+        if output["output_type"] == "stream" and output["name"] == kind:
+            found.append("".join(output["text"]))
+        elif kind in output.get("data", {}):
+            found.append(output["data"][kind])
+    return found
+
+
+def test_notebook_runs_on_the_image_versions(image_env, small_data, tmp_path):
+    """The default kernel (GPU T4 x2), executed by Jupyter in the image's versions on a /kaggle-like layout, shows
+    its figures and writes a valid submission; its two members train at once in worker processes, one per GPU."""
     out = tmp_path / "kernel"
-    script = kernel.build("tiny", out, owner="testuser", gpu="none")  # this machine trains on its CPU
+    built = kernel.build("tiny", out, owner="testuser", gpu="t4")
     input_root = tmp_path / "kaggle" / "input"
     competition = input_root / "competitions" / "digit-recognizer"
     competition.mkdir(parents=True)
@@ -107,17 +154,31 @@ def test_kernel_runs_on_the_image_versions(image_env, small_data, tmp_path):
     working = tmp_path / "kaggle" / "working"
     working.mkdir()
     (tmp_path / "tmp").mkdir()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path / "tmp"), "PYTHONUNBUFFERED": "1",
-           "MPLCONFIGDIR": str(tmp_path / "mpl"), "KAGGLE_KERNEL_RUN_TYPE": "Batch",
-           "DIGITS_KAGGLE_INPUT": str(input_root), "DIGITS_KAGGLE_WORKING": str(working)}
+    env = {"PATH": f"{fake_t4s(tmp_path / 'bin')}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "TMPDIR": str(tmp_path / "tmp"), "PYTHONUNBUFFERED": "1", "MPLCONFIGDIR": str(tmp_path / "mpl"),
+           "KAGGLE_KERNEL_RUN_TYPE": "Batch", "DIGITS_KAGGLE_INPUT": str(input_root),
+           "DIGITS_KAGGLE_WORKING": str(working)}
+    executed = working / "__notebook__.ipynb"  # where Kaggle keeps the executed notebook
     try:
-        proc = subprocess.run([str(image_env / "bin" / "python"), "-I", str(script)], capture_output=True, text=True,
-                              timeout=600, cwd=working, env=env)
+        proc = subprocess.run([str(image_env / "bin" / "python"), "-I", "-c", EXECUTE, str(built), str(executed),
+                               str(working)], capture_output=True, text=True, timeout=600, cwd=working, env=env)
     finally:
         for path in [input_root, *input_root.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"from {kernel.EMBED_ROOT}/__init__.py, config tiny" in proc.stdout
+    cells = {cell["id"]: cell for cell in json.loads(executed.read_text())["cells"]}
+    code = [cell for cell in cells.values() if cell["cell_type"] == "code"]
+    assert all(cell["execution_count"] for cell in code)
+    assert not [o for cell in code for o in cell["outputs"] if o["output_type"] == "error"]
+    started = "".join(outputs(cells["start"], "stdout"))
+    assert started.startswith("GPUs: 2: GPU 0 (Tesla T4), GPU 1 (Tesla T4); built for NvidiaTeslaT4\n")
+    assert f"from {tmp_path}/tmp/{kernel.EMBED_FOLDER}/src/digits/__init__.py, config tiny" in started
+    for name, images in (("data", 1), ("members", 2), ("ensemble", 2), ("mistakes", 1)):
+        assert len(outputs(cells[name], "image/png")) == images, name  # the figures, inline
+    trained = "".join(outputs(cells["train"], "stdout"))  # the workers' lines too: Jupyter shows their output
+    assert "(slot 0) trains it on GPU 0 (Tesla T4)" in trained and "(slot 1) trains it on GPU 1 (Tesla T4)" in trained
+    assert sorted(p.name for p in working.glob("runs/*/worker-slots/*")) == ["slot-0.lock", "slot-1.lock"]
+    assert outputs(cells["submission"], "text/html")  # the submission's head, as a table
     written = working / "submission.csv"
     assert len(submission.read(written, expected_rows=500)) == 500
     assert submission.accuracy(written, small_data / "answers.csv") > 0.5  # chance is 0.1

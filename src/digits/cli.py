@@ -145,13 +145,32 @@ def cmd_evaluate(args):
 def cmd_submit(args):
     from . import kaggle
 
-    kaggle.submit(_paths(args), args.file, args.message)
+    kaggle.submit(_paths(args), args.file, args.message, wait=args.wait, poll_interval=args.poll_interval)
 
 
 def cmd_submissions(args):
     from . import kaggle
 
-    kaggle.list_submissions()
+    kaggle.list_submissions(_paths(args))
+
+
+def _seconds(text: str) -> float:
+    """`--wait`: a number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds (0 or more), got {text!r}")
+    return value
+
+
+def _interval(text: str) -> float:
+    """`--poll-interval`: a number of seconds above 0."""
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number of seconds above 0, got 0")
+    return value
 
 
 def cmd_kernel(args):
@@ -241,16 +260,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submission", nargs="?", default="latest", help="a submission CSV, or 'latest'")
     p.add_argument("--answers", help="held-back answers (default: data/answers.csv)")
 
-    p = command("submit", cmd_submit, "Check a submission and send it to Kaggle.")
+    p = command("submit", cmd_submit, "Check a submission, send it to Kaggle, wait for its public score and record "
+                "it with the run (models/<run>/kaggle_submissions.json).")
     p.add_argument("file", nargs="?", help="default: the newest file in submissions/")
     p.add_argument("-m", "--message", help="default: the run id and its holdout accuracy")
+    wait = p.add_mutually_exclusive_group()
+    wait.add_argument("--wait", type=_seconds, default=300, metavar="SECONDS",
+                      help="wait at most this long for the score (default: 300); still pending then: exit 0, and "
+                      "`digits submissions` fills the score in later")
+    wait.add_argument("--no-wait", dest="wait", action="store_const", const=0,
+                      help="send and return without waiting for the score")
+    p.add_argument("--poll-interval", type=_interval, default=5, metavar="SECONDS",
+                   help="ask Kaggle for the score this often while waiting (default: 5)")
 
-    command("submissions", cmd_submissions, "List your recent Kaggle submissions and scores.")
+    command("submissions", cmd_submissions, "List your recent Kaggle submissions and scores; record the scores of "
+            "submissions still pending in their runs.")
 
-    p = command("kernel", cmd_kernel, "Build, push and fetch the Kaggle kernel.")
+    p = command("kernel", cmd_kernel, "Build the Kaggle kernel (a notebook), push it, follow it and fetch its output.")
     p.add_argument("action", choices=["build", "push", "status", "output"])
     p.add_argument("--config", default="full")
-    p.add_argument("--out", default="build/kernel")
+    p.add_argument("--out", default="build/kernel", help="the kernel's folder: digits_kernel.ipynb and "
+                   "kernel-metadata.json (default: build/kernel)")
     p.add_argument("--gpu", help="build: t4 (the default, Kaggle's GPU T4 x2) or none; p100 is retired: built as t4")
 
     p = command("report", cmd_report, "Rebuild a run's figures and report.html from its saved files.")

@@ -1,4 +1,4 @@
-"""The Kaggle kernel: one generated script with the package inside, pushed, polled and fetched with the kaggle CLI."""
+"""The Kaggle kernel: one generated notebook with the package inside, pushed, polled and fetched with the kaggle CLI."""
 
 import json
 import logging
@@ -12,10 +12,12 @@ from .config import COMPETITION, KAGGLE_WORKING, Paths, config_path, load_config
 from .errors import InputError, KaggleError
 
 log = logging.getLogger(__name__)
-SCRIPT_FILE = "digits_kernel.py"
+NOTEBOOK_FILE = "digits_kernel.ipynb"
 METADATA_FILE = "kernel-metadata.json"
-EMBED_ROOT = "/digits-kernel-embedded/src/digits"  # the embedded modules' __file__ prefix; nothing is read there
-OUTPUT_PATTERN = rf"(^|/)(submission\.csv|{re.escape(runs.METRICS_FILE)})$"  # what `kernel output` fetches, not models
+EMBED_FOLDER = "digits-kernel"  # the notebook writes the package to <temp dir>/digits-kernel/src/digits and imports it
+# Cell metadata that folds the first cell (the package, a wall of text) away: Jupyter's and Kaggle's viewer's flags
+HIDDEN_CELL = {"collapsed": True, "jupyter": {"source_hidden": True}, "_kg_hide-input": True}
+OUTPUT_PATTERN = rf"(^|/)(submission\.csv|{re.escape(runs.METRICS_FILE)})$"  # the output files fetched, not models
 # Kaggle's GPU for `machine_shape`: "GPU T4 x2", the default (a single T4 is not offered). The kaggle CLI 2.2.5
 # lists NvidiaTeslaP100 as retired: it still sends it, with a warning, and Kaggle runs the session on the T4s.
 MACHINE_SHAPES = {"t4": "NvidiaTeslaT4"}
@@ -25,64 +27,26 @@ GPU_TITLES = {"NvidiaTeslaT4": "GPU T4 x2"}  # what Kaggle's notebook settings c
 # "original": every later version of the kernel runs in the image its first version ran in ("latest" follows
 # Kaggle's image updates); the kaggle CLI accepts these two values.
 IMAGE_PINNING = "original"
-# `kaggle kernels status` prints: <id> has status "KernelWorkerStatus.COMPLETE"
-STATUS_LINE = r'has status "(?:KernelWorkerStatus\.)?([A-Z_]+)"'
 FAILED_STATES = ("ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED")
 
-# The part of the generated script after SOURCES, CONFIGS and CONFIG: a meta-path finder that serves
-# `import digits` from SOURCES, ahead of any installed copy, then the training command.
-BOOTSTRAP = '''
-import importlib.abc
-import importlib.util
+# The notebook's first cell (hidden) after SOURCES, CONFIGS, CONFIG and ACCELERATOR: it writes the package's files
+# into the session's temp folder and imports it from there, so that training's worker processes import it too.
+LOADER = '''
+import os
+import shutil
 import sys
+import tempfile
+import time
 
-ROOT = "%(root)s"
-
-
-class EmbeddedDigits(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serve the `digits` package and its modules from SOURCES."""
-
-    def _key(self, fullname):
-        if fullname == "digits":
-            return "__init__"
-        head, _, tail = fullname.partition(".")
-        return tail if head == "digits" and tail in SOURCES and tail != "__init__" else None
-
-    def find_spec(self, fullname, path=None, target=None):
-        key = self._key(fullname)
-        if key is None:
-            return None
-        locations = [ROOT] if fullname == "digits" else None
-        return importlib.util.spec_from_file_location(fullname, f"{ROOT}/{key}.py", loader=self,
-                                                      submodule_search_locations=locations)
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module):
-        exec(compile(SOURCES[self._key(module.__name__)], module.__file__, "exec"), module.__dict__)
-
-    def get_source(self, fullname):
-        return SOURCES[self._key(fullname)]
-
-
-sys.meta_path.insert(0, EmbeddedDigits())
-import digits.cli  # noqa: E402
-import digits.config  # noqa: E402
-import digits.errors  # noqa: E402
-import digits.kernel  # noqa: E402
-
-try:
-    extra = digits.kernel.start_on_kaggle(ACCELERATOR)  # its first line: the GPUs, or why it stops
-except digits.errors.DigitsError as err:
-    print(f"error: {err}", file=sys.stderr, flush=True)
-    sys.exit(err.exit_code)
-digits.config.EMBEDDED_CONFIGS.update(CONFIGS)
-print(f"digits {digits.__version__} from {digits.__file__}, config {CONFIG}", flush=True)
-digits.kernel.log_image_versions()
-code = digits.cli.main(["train", "--kaggle", "--config", CONFIG, *extra])
-if code:
-    sys.exit(code)
+STARTED = time.time()  # a budget counts from here
+ROOT = os.path.join(tempfile.gettempdir(), %(folder)r, "src")
+shutil.rmtree(ROOT, ignore_errors=True)
+os.makedirs(os.path.join(ROOT, "digits"))
+for name, text in SOURCES.items():
+    with open(os.path.join(ROOT, "digits", name + ".py"), "w", encoding="utf-8") as file:
+        file.write(text)
+sys.path.insert(0, ROOT)
+import digits.notebook  # noqa: E402
 '''
 
 
@@ -119,8 +83,8 @@ def package_sources() -> dict[str, str]:
     return {path.stem: path.read_text(encoding="utf-8") for path in sorted(Path(__file__).parent.glob("*.py"))}
 
 
-def start_on_kaggle(accelerator: str | None, environ=None) -> list[str]:
-    """The kernel's first line: the GPUs it sees; `train`'s extra arguments (one worker per GPU).
+def start_on_kaggle(accelerator: str | None, environ=None) -> int | str:
+    """The kernel's first line: the GPUs it sees; `train`'s members at once ("auto", or one worker per GPU).
 
     A kernel built for a GPU that gets none (the week's GPU quota is spent, or the account's phone is not
     verified) stops here: training `full` on a CPU would not fit Kaggle's 12 hours and would spend them.
@@ -134,13 +98,13 @@ def start_on_kaggle(accelerator: str | None, environ=None) -> list[str]:
                           "config's budget, such as `full`'s 11h, is then planned for the CPU's speed)")
     if not gpus:
         print("GPUs: none (built for the CPU)", flush=True)
-        return []
+        return "auto"
     print(f"GPUs: {len(gpus)}: " + ", ".join(dispatch.describe_gpu(g) for g in gpus)
           + (f"; built for {accelerator}" if accelerator else ""), flush=True)
     if len(gpus) == 1:
-        return []
+        return "auto"
     os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")  # this parent process must not hold a whole GPU
-    return ["--jobs", str(len(gpus))]
+    return len(gpus)
 
 
 def log_image_versions() -> None:
@@ -153,13 +117,27 @@ def log_image_versions() -> None:
         ("CUDA", "cuda"), ("cuDNN", "cudnn"))), flush=True)  # before `train` sets up logging
 
 
-def render_script(config_name: str, sources: dict[str, str], configs: dict[str, str],
-                  accelerator: str | None = None) -> str:
-    """The kernel's single code file: the sources and configs as string literals, then BOOTSTRAP."""
+def _source(text: str) -> list[str]:
+    """A cell's source as Jupyter saves it: its lines, each but the last ending in a newline."""
+    return text.strip("\n").splitlines(keepends=True)
+
+
+def markdown_cell(cell_id: str, text: str) -> dict:
+    """A markdown cell of nbformat 4.5 (whose cells carry an id)."""
+    return {"cell_type": "markdown", "id": cell_id, "metadata": {}, "source": _source(text)}
+
+
+def code_cell(cell_id: str, text: str, metadata: dict | None = None) -> dict:
+    """A code cell of nbformat 4.5, not run yet: no outputs, no execution count."""
+    return {"cell_type": "code", "id": cell_id, "execution_count": None, "metadata": metadata or {}, "outputs": [],
+            "source": _source(text)}
+
+
+def loader_source(config_name: str, sources: dict[str, str], configs: dict[str, str], accelerator: str | None) -> str:
+    """The notebook's first cell: the package's modules and the configs as string literals, then LOADER."""
     lines = [
         f"# Generated by `make kernel` (digits kernel build --config {config_name}) from src/digits: do not edit;",
-        "# rebuild. Kaggle runs one code file, so the whole `digits` package is embedded below as text.",
-        "# Reads the competition data under /kaggle/input, writes /kaggle/working/submission.csv.",
+        "# rebuild. The whole `digits` package is embedded below as text; the cells after this one call it.",
         "SOURCES = {",
         *(f"    {name!r}: {text!r}," for name, text in sources.items()),
         "}",
@@ -169,7 +147,66 @@ def render_script(config_name: str, sources: dict[str, str], configs: dict[str, 
         f"CONFIG = {config_name!r}",
         f"ACCELERATOR = {accelerator!r}  # the machine_shape it was built for; None: the CPU",
     ]
-    return "\n".join(lines) + "\n" + BOOTSTRAP % {"root": EMBED_ROOT}
+    return "\n".join(lines) + "\n" + LOADER % {"folder": EMBED_FOLDER}
+
+
+def machine_title(accelerator: str | None) -> str:
+    """What Kaggle's notebook settings call the accelerator: "GPU T4 x2", or the CPU."""
+    return GPU_TITLES.get(accelerator, accelerator) if accelerator else "the CPU"
+
+
+def steps(config_name: str, accelerator: str | None, budget: str) -> list[tuple[str, str, str]]:
+    """(cell id, its one line of markdown, its code) for each step of the pipeline after the first cell."""
+    at_once = " (two at once on GPU T4 x2, one per GPU)" if accelerator else ""
+    first = "First the plan (the nets timed here, what fits the budget), then each" if budget else "Each"
+    config = (f"**The config.** `{config_name}`'s settings; its budget of {budget} is planned when training starts: "
+              "net, members and epochs are chosen to fit." if budget else
+              f"**The config.** `{config_name}`'s settings: members, nets, epochs, batch size, learning-rate schedule.")
+    cells = [
+        ("start", f"**The machine.** The GPUs this session has (built for {machine_title(accelerator)}; a GPU kernel "
+                  "given none stops here) and the versions of Kaggle's image.",
+         "session = digits.notebook.start(CONFIG, CONFIGS, ACCELERATOR, STARTED)"),
+        ("data", "**The data.** `train.csv` and `test.csv` from `/kaggle/input`, checked (header, 784 pixel columns of "
+                 "0-255, every digit), and the training images per digit.",
+         "inputs = digits.notebook.check_data(session)"),
+        ("holdout", "**The holdout split.** A seeded share of `train.csv`, stratified by digit, that scores each "
+                    "member and the ensemble; the members train on the rest.",
+         "digits.notebook.holdout_split(session, inputs)"),
+        ("config", config, "digits.notebook.show_config(session)"),
+        ("train", f"**Training.** {first} member{at_once}, one line per epoch (speed, loss, holdout accuracy, "
+                  "learning rate, time left), then the ensemble's average.",
+         "run_dir = digits.notebook.train_members(session)"),
+        ("plan", "**The plan.** What the budget planner timed on this machine, the plan it chose and the runners-up "
+                 "(from the run's `manifest.json`).",
+         "digits.notebook.show_plan(run_dir)"),
+        ("members", "**Each member's curves.** Loss and accuracy per epoch, on the augmented training images and on "
+                    "the holdout, and the learning rate (from each member's `state.json`).",
+         "digits.notebook.member_curves(run_dir)"),
+        ("ensemble", "**The ensemble on the holdout.** Its confusion matrix (true digit by row, predicted digit by "
+                     "column) and its accuracy as members are averaged in.",
+         "digits.notebook.ensemble_figures(run_dir)"),
+        ("mistakes", "**The worst mistakes.** The holdout images the ensemble got wrong with the most confidence.",
+         "digits.notebook.worst_mistakes(run_dir)"),
+        ("submission", "**The submission.** `/kaggle/working/submission.csv`, the file Kaggle's Submit button takes "
+                       "(the run folder is in `/kaggle/working/runs/`).",
+         "digits.notebook.write_submission(run_dir)"),
+    ]
+    return [cell for cell in cells if budget or cell[0] != "plan"]  # the plan cell: for a config with a budget
+
+
+def render_notebook(config_name: str, sources: dict[str, str], configs: dict[str, str],
+                    accelerator: str | None = None, budget: str = "") -> dict:
+    """The kernel's notebook (nbformat 4.5): a title, the package's hidden cell, then one cell per step."""
+    title = (f"# Digit Recognizer: an ensemble of CNNs (config `{config_name}`, {machine_title(accelerator)})\n\n"
+             f"Generated by `make kernel` (`digits kernel build --config {config_name}`) from the `digits` package. "
+             "The first cell (hidden) holds the package; each cell after it is one step of `digits train`.")
+    cells = [markdown_cell("title", title),
+             code_cell("package", loader_source(config_name, sources, configs, accelerator), HIDDEN_CELL)]
+    for cell_id, text, code in steps(config_name, accelerator, budget):
+        cells += [markdown_cell(f"{cell_id}-text", text), code_cell(cell_id, code)]
+    metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                "language_info": {"name": "python"}}
+    return {"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
 
 
 def machine_shape(gpu: str | None) -> str | None:
@@ -197,9 +234,9 @@ def metadata(owner: str, config_name: str, shape: str | None) -> dict:
     meta = {
         "id": f"{owner}/{slug}",
         "title": slug.replace("-", " "),
-        "code_file": SCRIPT_FILE,
+        "code_file": NOTEBOOK_FILE,
         "language": "python",
-        "kernel_type": "script",
+        "kernel_type": "notebook",
         "is_private": True,
         "enable_gpu": shape is not None,
         "enable_tpu": False,
@@ -217,10 +254,10 @@ def metadata(owner: str, config_name: str, shape: str | None) -> dict:
 
 
 def build(config: str, out_dir, owner: str | None = None, gpu: str | None = None) -> Path:
-    """Write <out_dir>/digits_kernel.py and kernel-metadata.json for `config`, on the accelerator `gpu`."""
+    """Write <out_dir>/digits_kernel.ipynb and kernel-metadata.json for `config`, on the accelerator `gpu`."""
     from . import kaggle
 
-    load_config(config)  # a typo in the config fails here, not an hour into the Kaggle run
+    cfg = load_config(config)  # a typo in the config fails here, not an hour into the Kaggle run
     shape = machine_shape(gpu)
     owner = owner or kaggle.username()
     if not owner:
@@ -229,11 +266,12 @@ def build(config: str, out_dir, owner: str | None = None, gpu: str | None = None
     name, configs = embedded_configs(config)
     out_dir = Path(out_dir)
     meta = metadata(owner, name, shape)
-    atomic.write_text(out_dir / SCRIPT_FILE, render_script(name, package_sources(), configs, shape))
+    notebook = render_notebook(name, package_sources(), configs, shape, cfg.budget)
+    atomic.write_text(out_dir / NOTEBOOK_FILE, json.dumps(notebook, indent=1) + "\n")
     atomic.write_text(out_dir / METADATA_FILE, json.dumps(meta, indent=2) + "\n")
-    log.info(f"wrote {out_dir / SCRIPT_FILE} and {METADATA_FILE} (kernel {meta['id']}, config {name}, "
+    log.info(f"wrote {out_dir / NOTEBOOK_FILE} and {METADATA_FILE} (kernel {meta['id']}, config {name}, "
              f"accelerator {shape or 'none'}); next: make kernel-push")
-    return out_dir / SCRIPT_FILE
+    return out_dir / NOTEBOOK_FILE
 
 
 def read_metadata(out_dir) -> dict:
@@ -253,13 +291,19 @@ def push(out_dir) -> None:
     from . import kaggle
 
     meta = read_metadata(out_dir)
-    found = kaggle.require_credentials()
-    if found.username and meta["id"].split("/")[0] != found.username:
-        log.warning(f"warning: kernel id {meta['id']} is not under your account {found.username}; "
-                    "rebuild with make kernel")
-    out = kaggle.run_kaggle("kernels", "push", "-p", str(out_dir), what="kaggle kernels push",
-                            forbidden_hint=_forbidden_hint(meta))
-    log.info(out.strip())
+    api = kaggle.client()
+    user = kaggle.signed_in_as(api)
+    if user and meta["id"].split("/")[0] != user:
+        log.warning(f"warning: kernel id {meta['id']} is not under your account {user}; rebuild with make kernel")
+    with kaggle.calling(f"kernel push of {meta['id']}", _forbidden_hint(meta)):
+        pushed = api.kernels_push(str(out_dir))
+    if pushed.error:
+        raise KaggleError(f"Kernel push error: {pushed.error} (kernel {meta['id']}). {_forbidden_hint(meta)}")
+    if pushed.invalid_competition_sources:
+        raise KaggleError(f"kernel push of {meta['id']}: Kaggle did not attach the competition data to the kernel, "
+                          "so it would run without data; it reports these as not valid competition sources: "
+                          f"{', '.join(pushed.invalid_competition_sources)}\n{kaggle.RULES_HINT}")
+    log.info(f"Kernel version {pushed.version_number or '(new)'} successfully pushed as {meta['id']}: {pushed.url}")
     log.info("follow it with `make kernel-status`; when it says KernelWorkerStatus.COMPLETE, `make kernel-output`")
 
 
@@ -268,17 +312,17 @@ def status(out_dir) -> str:
     from . import kaggle
 
     meta = read_metadata(out_dir)
-    kaggle.require_credentials()
-    out = kaggle.run_kaggle("kernels", "status", meta["id"], what="kaggle kernels status",
-                            forbidden_hint=_forbidden_hint(meta)).strip()
-    found = re.search(STATUS_LINE, out)
-    if not found:
-        raise KaggleError(f"kaggle kernels status: no status in the CLI's answer:\n{out or '(no output)'}")
-    if found[1] in FAILED_STATES:
-        raise KaggleError(f"kernel {meta['id']}: the run ended with {found[1]}:\n{out}\nRead its log on the "
-                          "kernel's page, or with `make kernel-output` (saved in build/kernel-output/).")
-    log.info(out)
-    return found[1]
+    api = kaggle.client()
+    with kaggle.calling(f"kernel status of {meta['id']}", _forbidden_hint(meta)):
+        answer = api.kernels_status(meta["id"])
+    state = answer.status.name
+    line = f'{meta["id"]} has status "{answer.status}"'  # KernelWorkerStatus.<state>, as make kernel-push says
+    if state in FAILED_STATES:
+        raise KaggleError(f"kernel {meta['id']}: the run ended with {state}: {answer.failure_message or '(no message)'}"
+                          "\nRead its log on the kernel's page, or with `make kernel-output` (saved in "
+                          "build/kernel-output/).")
+    log.info(line)
+    return state
 
 
 def fetch_output(out_dir, paths: Paths) -> Path:
@@ -286,14 +330,12 @@ def fetch_output(out_dir, paths: Paths) -> Path:
     from . import kaggle
 
     meta = read_metadata(out_dir)
-    kaggle.require_credentials()
+    api = kaggle.client()
     download_dir = Path(out_dir).parent / f"{Path(out_dir).name}-output"
     shutil.rmtree(download_dir, ignore_errors=True)
-    kaggle.run_kaggle("kernels", "output", meta["id"], "-p", str(download_dir), "--force",
-                      "--file-pattern", OUTPUT_PATTERN, what="kaggle kernels output",
-                      forbidden_hint=_forbidden_hint(meta))
+    with kaggle.calling("kernel output", _forbidden_hint(meta), files_of=f"kernel {meta['id']}"):
+        api.kernels_output(meta["id"], str(download_dir), file_pattern=OUTPUT_PATTERN, force=True, quiet=True)
     found = download_dir / "submission.csv"
-    _check_downloads(download_dir, meta)
     if not found.is_file():
         raise KaggleError(f"the output of kernel {meta['id']} has no submission.csv (yet): `make kernel-status` "
                           "must say KernelWorkerStatus.COMPLETE; whatever came back (the log, if any) is in "
@@ -314,27 +356,6 @@ def fetch_output(out_dir, paths: Paths) -> Path:
         accuracy = f", holdout accuracy {value:.4f}" if isinstance(value, (int, float)) else ""
     log.info(f"wrote {target} ({len(labels)} rows{accuracy}) from kernel {meta['id']}; send it with `make submit`")
     return target
-
-
-def _error_answer(head: bytes) -> bool:
-    """Kaggle's JSON error ({"code", "message"}) or a storage service's XML error, saved in place of a file."""
-    if head.startswith(b"<?xml"):
-        return b"<Error>" in head
-    try:
-        answer = json.loads(head)
-    except ValueError:
-        return False
-    return isinstance(answer, dict) and set(answer) == {"code", "message"}
-
-
-def _check_downloads(download_dir: Path, meta: dict) -> None:
-    """The CLI saves an error answer in place of a file it could not fetch, and exits 0: raise instead."""
-    for path in sorted(p for p in download_dir.rglob("*") if p.is_file()):
-        head = path.read_bytes()[:4096]
-        if _error_answer(head):
-            raise KaggleError(f"kaggle kernels output: {path.relative_to(download_dir)} of kernel {meta['id']} "
-                              f"could not be downloaded; Kaggle answered {head[:300].decode(errors='replace')!r}. "
-                              "Retry `make kernel-output`.")
 
 
 def command(action: str, config: str = "full", out_dir=Path("build/kernel"), paths: Paths | None = None,
