@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import re
 import time
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import path_args, paths_under, run_cli
-from digits import budget, dispatch
+from digits import budget, dispatch, replan
 from digits.config import budget_seconds, load_config
 from digits.errors import InputError
 
@@ -166,6 +167,72 @@ def test_a_budget_too_short_for_one_epoch_still_trains_one():
 def test_members_at_once_are_planned_only_where_they_measured_faster():
     assert _plan(540, 1_100, speedup=0.9)["jobs"] == 1  # slower in total: one member at a time
     assert _plan(540, 1_100, workers=[1])["jobs"] == 1  # --jobs 1
+
+
+def test_a_member_re_plans_its_epochs_and_patience_from_its_real_seconds_per_epoch():
+    # planned 30 (patience 4, 45 at most); 20 s epochs with 380 s left after 2: 19 more fit, 21 in all
+    assert replan.replan(20.0, 380.0, 2, 45, 4) == (21, 3)
+    assert replan.replan(10.0, 900.0, 2, 45, 4) == (45, 4)  # every epoch fits: the plan holds
+    assert replan.replan(10.0, 380.0, 2, 45, 4) == (40, 4)  # more than planned: the patience never grows
+    # still at the starting rate: the checks still followed by an epoch hold two patience windows
+    assert replan.replan(20.0, 100.0, 17, 45, 3) == (22, 3)  # 5 epochs to go
+    assert replan.replan(20.0, 100.0, 17, 45, 3, at_start_rate=True) == (22, 2)
+    assert replan.replan(20.0, 60.0, 19, 45, 3, at_start_rate=True) == (22, 1)
+    assert replan.replan(20.0, 10.0, 21, 45, 3, at_start_rate=True) == (21, 1)  # none to go
+    assert [replan.plateau_patience(e) for e in (1, 4, 5, 12, 21, 30)] == [1, 1, 1, 2, 3, 4]
+
+
+def _play(plan: dict, epoch_seconds: float, seconds: float) -> tuple[list, float]:
+    """The plan's members trained at `epoch_seconds` an epoch, timed as train and dispatch time them, each re-planning
+    after every epoch from the second (its rate never lowered): per member its epochs and its first and last re-plan,
+    and when the run ends."""
+    jobs, waves = plan["jobs"], math.ceil(plan["members"] / plan["jobs"])
+    reserve = plan["member_seconds"] - plan["epochs"] * plan["epoch_seconds"]
+    deadline = seconds - budget.FINISH_SECONDS - reserve
+    now = seconds - plan["seconds_left"] + (budget.WORKERS_SECONDS if jobs > 1 else 0.0)
+    most, members = budget.most_epochs(plan["epochs"], plan["epoch_rows"]), []
+    for wave in range(waves):
+        ends = dispatch.member_deadline(deadline, waves - 1 - wave, reserve, now=now)
+        clock, done, patience, plans = now, 0, plan["plateau_patience"], []
+        while done < most:
+            clock, done = clock + epoch_seconds, done + 1
+            if clock + epoch_seconds > ends:
+                break
+            if done >= 2:
+                plans.append(replan.replan(epoch_seconds, ends - clock, done, most, patience, at_start_rate=True))
+                patience = plans[-1][1]
+        members += [(done, plans[0], plans[-1])] * min(jobs, plan["members"] - wave * jobs)
+        now = clock + reserve
+    return members, now + budget.FINISH_SECONDS
+
+
+def test_a_plan_where_members_at_once_gain_nothing_holds_on_a_machine_at_its_speeds():
+    """Planned at a members-at-once speedup of 1.0 and trained at the plan's own seconds per epoch: each member
+    trains at least its planned epochs, its re-plan keeps the planned patience, and the run ends in the budget."""
+    cfg = load_config("quick", {"budget": "540s"})
+    for strong in (430, 570):
+        plan = _plan(540, strong, speedup=1.0, cfg=cfg)
+        members, ends = _play(plan, plan["epoch_seconds"], 540)
+        assert ends <= 540 and len(members) == plan["members"], (plan, members)
+        for done, (fit, patience), (_, last) in members:
+            assert done == fit >= plan["epochs"] and patience == plan["plateau_patience"], (plan, members)
+            assert last == 1  # never lowered: the last checks may lower it
+
+
+def test_members_re_plan_where_members_at_once_gain_less_than_the_table_says():
+    """Issue 32, item 4: planned at the table's speedup (kaggle-rmsprop 1.693), two at once really gain nothing. The
+    members train fewer epochs than planned, re-plan them exactly from their second epoch, and take the patience of
+    the epochs they train, shorter than the plan's; near their end, a patience that lets the rate drop."""
+    cfg = load_config("quick", {"budget": "540s"})
+    plan = _plan(540, 430, speedup=budget.plan_table.PARALLEL_SPEEDUP["float32"]["kaggle-rmsprop"], cfg=cfg)
+    assert (plan["architecture"], plan["jobs"], plan["members"]) == ("kaggle-rmsprop", 2, 2), plan
+    one_pass, check, _ = budget._seconds(cfg, _speeds(430, "avx2")["kaggle-rmsprop"], 2, 1.0, *KAGGLE_ROWS)
+    assert one_pass + check > 1.4 * plan["epoch_seconds"]
+    members, ends = _play(plan, one_pass + check, 540)
+    assert ends <= 540
+    for done, (fit, patience), (_, last) in members:
+        assert done == fit < plan["epochs"] and patience == replan.plateau_patience(done) < plan["plateau_patience"]
+        assert last == 1
 
 
 @pytest.mark.parametrize("text, seconds", [("10m", 600), ("90s", 90), ("90", 90), ("1.5h", 5400), ("", 0)])

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import plan_table
+from . import plan_table, replan
 from .config import TrainConfig, budget_seconds, epoch_images, epoch_steps
 from .gpus import gpu_count
 
@@ -248,7 +248,7 @@ def choose(cfg: TrainConfig, seconds_left: float, speeds: dict, rows: int, holdo
 def schedule(cfg: TrainConfig, epochs: int, epoch_rows: int, rows: int) -> dict:
     """Plateau patience and warm-up for a plan of `epochs` epochs of `epoch_rows` images (0: a pass of `rows`)."""
     images = epoch_images(dataclasses.replace(cfg, epoch_rows=epoch_rows), rows)
-    return {"plateau_patience": max(1, round(epochs / 8)),  # about one halving per eighth of the run
+    return {"plateau_patience": replan.plateau_patience(epochs),
             # warm up over as many images as `warmup_epochs` passes (at least one epoch if any)
             "warmup_epochs": max(min(cfg.warmup_epochs, 1), round(cfg.warmup_epochs * rows / images))}
 
