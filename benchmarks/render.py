@@ -1,22 +1,39 @@
-"""`make bench`'s report: BENCHMARKS.md and README's tables, rendered from the stored rows (docs/bench/*.json)."""
+"""`make bench`'s report: BENCHMARKS.md, and the tables between `<!-- bench:NAME -->` markers in README.md and
+docs/*.md, rendered from the stored rows (docs/bench/*.json).
 
+`python -m benchmarks.render` rewrites them from the stored rows alone (no measuring, no figures);
+tests/test_docs.py renders them in memory and fails where a page differs.
+"""
+
+import json
+import re
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from benchmarks.targets import (
     CLASS_TITLES,
     CURVE_TARGETS,
+    DECISION_SEED,
+    DOCS,
     README,
     RECIPE_NOTES,
     RECIPE_TOLERANCE,
     RECIPES,
+    REPORT,
+    REPORT_SEED,
+    RESULTS,
     SLOW_LAPTOP,
     TARGETS,
     THROUGHPUT_TARGET,
 )
 
-from digits import atomic
+from digits import atomic, plan_table
 from digits.config import budget_seconds
+
+# a rendered block: its start marker, the rendered lines, its end marker, each marker a line of its own
+BLOCK = re.compile(r"^<!-- bench:(?P<name>[\w-]+) -->\n(?P<body>.*?)^<!-- /bench:(?P=name) -->$", re.S | re.M)
+MARKER = re.compile(r"^<!-- /?bench:([\w-]+) -->$", re.M)
 
 
 def _spread(values: list, fmt: str) -> str:
@@ -24,6 +41,14 @@ def _spread(values: list, fmt: str) -> str:
         return format(values[0], fmt)
     return f"{format(statistics.median(values), fmt)} (range {format(min(values), fmt)}-{format(max(values), fmt)}, " \
            f"n={len(values)})"
+
+
+def layout_text(runs: list) -> str:
+    """Which Kaggle-shaped layout the runs were scored on (the decision or the report split) and how many there were."""
+    seeds = {r.get("split_seed", DECISION_SEED) for r in runs}
+    names = ", ".join(f"report (seed {s})" if s == REPORT_SEED else f"decision (seed {s})" if s == DECISION_SEED
+                      else f"seed {s}" for s in sorted(seeds))
+    return f"{names}, {len(runs)} run{'s' if len(runs) > 1 else ''}"
 
 
 def _row_line(row: str, entry: dict, peer_seconds: float | None) -> tuple[str, str]:
@@ -73,8 +98,8 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
              "training never reads. Wall time runs from starting `digits train` to the validated submission (the "
              "demo: from building the CSVs to the score). Every config trains with `ReduceLROnPlateau`; `quick` and "
              "the demo plan members and epochs from a time budget measured on the machine they run on.", ""]
-    demo = ["| CPU | accuracy (test) | wall time | members x epochs | target | pass | measured |",
-            "|---|---|---|---|---|---|---|"]  # README's demo section
+    demo = ["| CPU | layout | accuracy (test) | wall time | members x epochs | target | pass | measured |",
+            "|---|---|---|---|---|---|---|---|"]  # README's demo section
     recipes = {r: [f"`{r}`", f"{stored[c][r]['figures']['reported']:.2%}"] for c in stored for r in RECIPES
                if r in stored[c]}  # README: a row per recipe, the author's figure, then each class's
     recipe_header = ["config", "author's accuracy"]
@@ -113,7 +138,8 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
                 lines.append(line)
                 if row == "demo":
                     cells = [c.strip() for c in line.split("|")[1:-1]]
-                    demo.append(f"| {CLASS_TITLES[cls]} | {cells[1]} | {cells[2]} s | {cells[4]} | {cells[5]} | "
+                    demo.append(f"| {CLASS_TITLES[cls]} | {layout_text(data[row]['figures'])} | {cells[1]} | "
+                                f"{cells[2]} s | {cells[4]} | {cells[5]} | "
                                 f"{verdict} | {cells[7]} |")
             elif cls in TARGETS[row].get("classes", (cls,)):
                 lines.append(f"| `{row}` | not measured yet | | | | | | |")
@@ -148,7 +174,8 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
               "mixed_float16 and float32, the time per member, the members' test accuracy and `full`'s projected "
               "wall time on that GPU and on Kaggle's T4 x2 belong here once measured; `tests/test_gpu.py` runs "
               "wherever a GPU is visible.", ""]
-    return "\n".join(lines), {"demo": demo, "recipes": recipe_table, "curve": curve_table}
+    return "\n".join(lines), {"demo": demo, "recipes": recipe_table, "curve": curve_table,
+                              "speeds": render_speeds(stored)}
 
 
 def render_recipes(data: dict, cls: str) -> list[str]:
@@ -222,16 +249,74 @@ def render_ablation(entry: dict | None) -> list[str]:
     return lines
 
 
-def write_readme_blocks(blocks: dict[str, list[str]], readme: Path = README):
-    """Replace each block between README's `<!-- bench:NAME -->` markers with its rendered table."""
-    text = readme.read_text()
-    for name, table in blocks.items():
-        start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-        if start in text and end in text:
-            head, rest = text.split(start, 1)
-            text = head + start + "\n" + "\n".join(table) + "\n" + end + rest.split(end, 1)[1]
-    atomic.write_text(readme, text)
+def pages(docs: Path = DOCS, readme: Path = README) -> list[Path]:
+    """The pages that hold rendered blocks: README.md and every docs/*.md but BENCHMARKS.md (rendered whole)."""
+    return [readme, *(p for p in sorted(docs.glob("*.md")) if p.name != REPORT.name)]
 
+
+def fill_blocks(text: str, blocks: dict[str, list[str]], where: str = "page") -> str:
+    """`text` with each `<!-- bench:NAME -->` block replaced by its rendered lines; an unknown NAME, or a marker
+    without its pair, is an error naming it."""
+    markers, found = Counter(MARKER.findall(text)), Counter(name for name, _ in BLOCK.findall(text))
+    unpaired = sorted(name for name in markers if markers[name] != 2 * found[name])
+    if unpaired:
+        raise ValueError(f"{where}: bench marker without its pair: {unpaired}")
+    unknown = sorted(set(found) - set(blocks))
+    if unknown:
+        raise ValueError(f"{where}: no renderer for bench block(s) {unknown} (known: {', '.join(blocks)})")
+    return BLOCK.sub(lambda m: f"<!-- bench:{m['name']} -->\n" + "".join(f"{line}\n" for line in blocks[m['name']])
+                     + f"<!-- /bench:{m['name']} -->", text)
+
+
+def rendered_pages(stored: dict, docs: Path = DOCS, readme: Path = README) -> dict[Path, str]:
+    """What BENCHMARKS.md and every page with blocks should hold, rendered from `stored` (nothing written)."""
+    text, blocks = render(stored)
+    found = {docs / REPORT.name: text}
+    for page in pages(docs, readme):
+        found[page] = fill_blocks(page.read_text(), blocks, str(page))
+    return found
+
+
+def write_blocks(blocks: dict[str, list[str]], targets: list[Path] | None = None):
+    """Replace each block between `<!-- bench:NAME -->` markers in README.md and docs/*.md (or `targets`)."""
+    for page in pages() if targets is None else targets:
+        text = page.read_text()
+        filled = fill_blocks(text, blocks, str(page))
+        if filled != text:
+            atomic.write_text(page, filled)
+
+
+def write_readme_blocks(blocks: dict[str, list[str]], readme: Path | None = None):
+    """`make bench`'s call: the blocks of every page (README.md and docs/*.md), or of `readme` alone."""
+    write_blocks(blocks, None if readme is None else [readme])
+
+
+def load_stored(results: Path = RESULTS) -> dict:
+    """Every CPU class's stored rows (docs/bench/<class>.json), in CLASS_TITLES order."""
+    return {cls: json.loads((results / f"{cls}.json").read_text()) for cls in CLASS_TITLES
+            if (results / f"{cls}.json").is_file()}
+
+
+def render_speeds(stored: dict) -> list[str]:
+    """The planner's own timing of each candidate net (training img/s, one member on every core), per CPU class
+    and machine, over the budget curve's points (a net a short budget did not time is left out of that point)."""
+    nets = list(plan_table.ACCURACY)
+    lines = ["| CPU | " + " | ".join(f"`{net}` (img/s)" for net in nets) + " | measured |",
+             "|---" * (len(nets) + 2) + "|"]
+    for cls in CLASS_TITLES:
+        by_machine = {}
+        for run in stored.get(cls, {}).get("curve", {}).get("figures", []):
+            by_machine.setdefault(run["machine"], []).append(run)
+        for machine, points in by_machine.items():
+            cells = []
+            for net in nets:
+                speeds = [s for s in ((p.get("plan") or {}).get("speeds", {}).get(net, {}).get(
+                    "train_images_per_second") or (p.get("strong_images_per_second") if net == "strong" else None)
+                    for p in points) if s]
+                cells.append(_spread(speeds, ",.0f") if speeds else "not timed")
+            dates = sorted({p["date"] for p in points})
+            lines.append(f"| {CLASS_TITLES[cls]} | " + " | ".join(cells) + f" | {', '.join(dates)}, {machine} |")
+    return lines
 
 
 def _best_recipe(data: dict, seconds: float) -> tuple[str, float] | None:
@@ -287,11 +372,11 @@ def render_curve(stored: dict) -> tuple[list[str], list[str]]:
              "accurate tutorial recipe whose wall time fits the budget, from the recipe table of the same class below "
              "(MNIST's official split, 55,200 training rows, measured on the date and machine that table names).",
              "", "![accuracy against budget](images/budget_curve.png)", "",
-             "| CPU | budget | strong net measured | stands for (slow laptop) | plan | predicted | accuracy (test) | "
-             "wall time (s) | best recipe in that time | target | pass | measured |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    readme = ["| CPU | budget | stands for on a slow AVX2 laptop | plan | accuracy (test) | best tutorial recipe in "
-              "that time |", "|---|---|---|---|---|---|"]
+             "| CPU | budget | layout | strong net measured | stands for (slow laptop) | plan | predicted | "
+             "accuracy (test) | wall time (s) | best recipe in that time | target | pass | measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    readme = ["| CPU | budget | layout | stands for on a slow AVX2 laptop | plan | accuracy (test) | best tutorial "
+              "recipe in that time |", "|---|---|---|---|---|---|---|"]
     for p in points:
         run, plan, recipe = p["run"], p["plan"], p["recipe"]
         recipe_text = f"{recipe[0]}: {recipe[1]:.2%}" if recipe else "none fits"
@@ -301,10 +386,11 @@ def render_curve(stored: dict) -> tuple[list[str], list[str]]:
         strong = f"{p['strong']:,.0f} img/s" if p["strong"] else ""
         predicted = f"{plan['predicted_accuracy']:.2%}" if plan.get("predicted_accuracy") else ""
         planned = _plan_text(plan, run.get("epochs", ()))
-        lines.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {strong} | {stands} | {planned} | "
+        layout = layout_text([run])
+        lines.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {layout} | {strong} | {stands} | {planned} | "
                      f"{predicted} | {run['accuracy']:.2%} | {run['seconds']:.0f} | {recipe_text} | {wanted} | "
                      f"{'PASS' if p['pass'] else 'FAIL'} | {p['measured']} |")
-        readme.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {stands} | {planned} | "
+        readme.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {layout} | {stands} | {planned} | "
                       f"{run['accuracy']:.2%} | {recipe_text} |")
     return lines + [""], readme
 
@@ -346,3 +432,18 @@ def plot_curve(stored: dict, path: Path):
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def main() -> list[Path]:
+    """`python -m benchmarks.render`: rewrite BENCHMARKS.md and every page's blocks from docs/bench/ alone."""
+    changed = []
+    for path, text in rendered_pages(load_stored()).items():
+        if not path.is_file() or path.read_text() != text:
+            atomic.write_text(path, text)
+            changed.append(path)
+    print("\n".join(f"rewrote {path}" for path in changed) or "every rendered page is up to date")
+    return changed
+
+
+if __name__ == "__main__":
+    main()
