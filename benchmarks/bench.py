@@ -29,11 +29,14 @@ from benchmarks.targets import (
     AVX2_ENV,
     CLASS_TITLES,
     CURVE_BUDGETS,
+    DECISION_SEED,
     DEMO_BUDGET,
     GROUPS,
+    LONG_BUDGETS,
     NO_AUGMENTATION,
     RECIPES,
     REPORT,
+    REPORT_SEED,
     SMOKE_BUDGET,
     SMOKE_SET,
     TARGETS,
@@ -104,12 +107,13 @@ def machine() -> dict:
     return {**manifest.host_info(), **manifest.versions()}
 
 
-def prepare_data(bench_dir: Path, layout: str, smoke: bool) -> Paths:
-    """Competition-shaped MNIST CSVs with held-back answers, built offline from the checked IDX files."""
-    paths = Paths(data_dir=bench_dir / layout / "data", models_dir=bench_dir / layout / "models",
-                  submissions_dir=bench_dir / layout / "submissions")
+def prepare_data(bench_dir: Path, layout: str, smoke: bool, seed: int = DECISION_SEED) -> Paths:
+    """Competition-shaped MNIST CSVs with held-back answers, built offline from the checked IDX files (the Kaggle
+    layout split with `seed`)."""
+    folder = bench_dir / (layout if seed == DECISION_SEED else f"{layout}-seed{seed}")
+    paths = Paths(data_dir=folder / "data", models_dir=folder / "models", submissions_dir=folder / "submissions")
     rows = (3000, 1000) if smoke else (0, 0)
-    mnist.write_competition_csvs(mnist.fetch_idx(mnist.default_cache_dir()), paths.data_dir, layout,
+    mnist.write_competition_csvs(mnist.fetch_idx(mnist.default_cache_dir()), paths.data_dir, layout, seed=seed,
                                  train_rows=rows[0], test_rows=rows[1])
     return paths
 
@@ -143,15 +147,17 @@ def time_train(config: str, paths: Paths, env: dict, extra=()) -> dict:
 
 
 def time_demo(bench_dir: Path, env: dict, smoke: bool) -> dict:
-    """`make demo`'s three steps, timed together: Kaggle-shaped CSVs, budgeted training, scoring."""
+    """`make demo`'s three steps, timed together: Kaggle-shaped CSVs, budgeted training, scoring (on the report
+    layout, whose answers no decision reads)."""
     paths = Paths(data_dir=bench_dir / "demo" / "data", models_dir=bench_dir / "demo" / "models",
                   submissions_dir=bench_dir / "demo" / "submissions")
     started = time.perf_counter()
     rows = ["--train-rows", 3000, "--test-rows", 1000] if smoke else []
-    _digits("download", "--source", "mnist", "--layout", "kaggle", "--force", *rows, *_path_args(paths), env=env)
+    _digits("download", "--source", "mnist", "--layout", "kaggle", "--seed", REPORT_SEED, "--force", *rows,
+            *_path_args(paths), env=env)
     result = time_train("quick", paths, env, ["--budget", SMOKE_BUDGET if smoke else DEMO_BUDGET])
     _digits("evaluate", "latest", *_path_args(paths), env=env)
-    return {**result, "seconds": time.perf_counter() - started}
+    return {**result, "seconds": time.perf_counter() - started, "split_seed": REPORT_SEED}
 
 
 def peer_recipe(data_dir: str, epochs: int = 30, steps: int = 640, out_csv: str = "peer.csv") -> dict:
@@ -390,11 +396,12 @@ def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=pri
         log(f"[{cls}] {recipe}")
         results[recipe] = time_recipe(recipe, official, env, smoke)
     if "curve" in rows:
-        kaggle = prepare_data(bench_dir, "kaggle", smoke)
+        kaggle = prepare_data(bench_dir, "kaggle", smoke, REPORT_SEED)
         results["curve"] = []
-        for budget in (SMOKE_BUDGET,) if smoke else budgets or CURVE_BUDGETS:
-            log(f"[{cls}] curve: quick in a {budget} budget (Kaggle layout)")
-            point = {"budget": budget, **time_train("quick", kaggle, env, ["--budget", budget])}
+        for budget in (SMOKE_BUDGET,) if smoke else budgets or CURVE_BUDGETS + LONG_BUDGETS.get(cls, ()):
+            log(f"[{cls}] curve: quick in a {budget} budget (Kaggle layout, report split seed {REPORT_SEED})")
+            point = {"budget": budget, "split_seed": REPORT_SEED,
+                     **time_train("quick", kaggle, env, ["--budget", budget])}
             # what the point stands for on a slow laptop needs the strong net's speed, which a short plan skips
             point["strong_images_per_second"] = in_fresh_process(env, strong_speed, str(kaggle.data_dir))
             results["curve"].append(point)
@@ -487,7 +494,8 @@ def main(argv=None) -> Path:
     parser.add_argument("--cpu", default="all", help="bf16, avx2 or all (the classes this machine can stand in for)")
     parser.add_argument("--out", help="report path (default docs/BENCHMARKS.md; results beside it in bench/)")
     parser.add_argument("--repeats", type=int, default=0, help="at most this many runs of a row (default: its own)")
-    parser.add_argument("--budgets", help=f"the curve's budgets (default {','.join(CURVE_BUDGETS)})")
+    parser.add_argument("--budgets", help=f"the curve's budgets (default {','.join(CURVE_BUDGETS)}, "
+                        f"and on bf16 {','.join(LONG_BUDGETS['bf16'])})")
     every_point = ",".join(f"{net}:{e}" for net, epochs in accuracy_table.POINTS.items() for e in epochs)
     parser.add_argument("--points", help=f"the table's points to measure, as net:epochs,... (default {every_point})")
     parser.add_argument("--render", action="store_true", help="only rewrite the report from the stored results")

@@ -7,6 +7,11 @@ REPORT = DOCS / "BENCHMARKS.md"
 RESULTS = DOCS / "bench"
 README = PROJECT_ROOT / "README.md"
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+# The Kaggle-shaped layouts of MNIST's 70,000 images, by split seed: decisions (the planner's table, which technique
+# stays) read the decision layout's answers; reported figures (the curve, the demo row) come from the report layout,
+# whose answers no decision reads (docs/PERFORMANCE.md, 2026-12-05 evening).
+DECISION_SEED = 2024  # `make demo`'s own split (`digits download --source mnist`)
+REPORT_SEED = 7
 DEMO_BUDGET = "9m"  # `make demo`'s training budget: download and scoring fit in the rest of 10 minutes
 # row -> what it must reach: test accuracy, wall seconds, and/or a fraction of the peer's time; repeats; classes
 TARGETS = {
@@ -33,8 +38,9 @@ ABLATION_EPOCHS, ABLATION_MEMBERS = 12, 3
 NO_AUGMENTATION = ["--set", "rotation_degrees=0", "--set", "zoom=0", "--set", "shift=0"]
 # The accuracy-versus-budget curve: `quick` (the planner) on the Kaggle layout for each budget, per CPU class
 CURVE_BUDGETS = ("2m", "4m", "9m", "20m")
-CURVE_TARGETS = {("avx2", "2m"): 0.9945, ("bf16", "20m"): 0.9972}  # the issue's targets, by (class, budget); every
-#                                                                    point must also beat the best recipe in its time
+LONG_BUDGETS = {"bf16": ("60m",)}  # and, on a class fast enough to show the top of the curve, these too
+# the issues' targets, by (class, budget), on the report layout; every point must also beat the best recipe in its time
+CURVE_TARGETS = {("avx2", "2m"): 0.9945, ("bf16", "20m"): 0.9972, ("bf16", "60m"): 0.9975}
 SLOW_LAPTOP = 430  # img/s of the strong net on a real AVX2-only CPU (2-core Zen 3): what a budget point stands for
 ALL_ROWS = ["isa", "throughput", "peer", *TARGETS, "inference", *RECIPES, "ablation", "curve", "parallel", "table"]
 GROUPS = {"recipes": RECIPES}  # --only recipes: every recipe row

@@ -15,8 +15,8 @@ EPOCHS = 3
 ARGS = ["train", "--config", "tiny", "--set", f"epochs={EPOCHS}", "--set", "batch_size=128"]
 
 
-def _start(paths, data):
-    command = [sys.executable, "-m", "digits", *ARGS, *map(str, path_args(paths)), "--data-dir", str(data)]
+def _start(paths, data, args=ARGS):
+    command = [sys.executable, "-m", "digits", *args, *map(str, path_args(paths)), "--data-dir", str(data)]
     return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -29,9 +29,9 @@ def _epochs_done(paths, member: str) -> int:
         return 0  # caught between the write and the rename of another file: read again next time
 
 
-def _kill_when(paths, data, member: str, epochs: int, extra_delay: float) -> bool:
+def kill_when(paths, data, member: str, epochs: int, extra_delay: float, args=ARGS) -> bool:
     """Start the run, SIGKILL it once `member` has finished `epochs` epochs (plus a delay); False if it ended first."""
-    process = _start(paths, data)
+    process = _start(paths, data, args)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None and _epochs_done(paths, member) < epochs:
         time.sleep(0.02)
@@ -42,7 +42,7 @@ def _kill_when(paths, data, member: str, epochs: int, extra_delay: float) -> boo
     return alive
 
 
-def _member_bytes(paths) -> dict:
+def member_bytes(paths) -> dict:
     return {f"{p.parent.name}/{p.name}": p.read_bytes() for p in paths.models_dir.glob("*/members/*/*_probs.npy")}
 
 
@@ -52,11 +52,11 @@ def test_killed_at_several_moments_resumes_to_the_same_bytes(small_data, tmp_pat
     reference_csv = open(result.stdout.strip().splitlines()[-1], "rb").read()
 
     paths = paths_under(tmp_path / "killed")
-    kills = _kill_when(paths, small_data, "m00", 1, 0.35) + _kill_when(paths, small_data, "m01", 1, 0.15)
+    kills = kill_when(paths, small_data, "m00", 1, 0.35) + kill_when(paths, small_data, "m01", 1, 0.15)
     first = next(paths.models_dir.glob("*/members/m00"))
     first_files = {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()}
     assert "done.json" in first_files
-    kills += _kill_when(paths, small_data, "m01", 2, 0.0)
+    kills += kill_when(paths, small_data, "m01", 2, 0.0)
     assert kills >= 2, "the run kept finishing before it could be interrupted"
 
     result = run_cli(*ARGS, *path_args(paths), "--data-dir", small_data, check=True)
@@ -65,7 +65,7 @@ def test_killed_at_several_moments_resumes_to_the_same_bytes(small_data, tmp_pat
     assert {p.name: p.read_bytes() for p in first.iterdir() if p.is_file()} == first_files
     history = json.loads(next(paths.models_dir.glob("*/members/m01/state.json")).read_text())["history"]
     assert len(history) == EPOCHS
-    assert _member_bytes(paths) == _member_bytes(reference)
+    assert member_bytes(paths) == member_bytes(reference)
     submission = result.stdout.strip().splitlines()[-1]
     assert open(submission, "rb").read() == reference_csv
     assert pd.read_csv(submission)["ImageId"].tolist() == list(range(1, 501))

@@ -65,10 +65,16 @@ class TrainConfig:
     # wall-clock budget for the whole run, e.g. "10m", "90s", "1h"; "" = off. With a budget the trainer measures
     # this machine's speed and plans members and epochs to fit (members/epochs above are then ignored)
     budget: str = ""
+    # pseudo-labels: the second half of the members also learns from the test images the first half's ensemble labels
+    # with at least this probability (src/digits/pseudo.py)
+    pseudo_label: bool = False
+    pseudo_threshold: float = 0.99
     # augmentation (never flips: a flipped 2 is not a 2)
     rotation_degrees: float = 10.0
     zoom: float = 0.1
     shift: float = 0.1
+    elastic: float = 0.0  # smooth random distortion: each pixel moves this many pixels (standard deviation); 0 = off
+    elastic_sigma: float = 4.0  # how smooth that distortion is: the width, in pixels, of the Gaussian blurring it
     # learning-rate schedule: "plateau" (ReduceLROnPlateau), "onecycle" or "constant"
     schedule: str = "plateau"
     plateau_monitor: str = "val_accuracy"
@@ -82,6 +88,7 @@ class TrainConfig:
     # optimizer and regularisation (tutorial recipes)
     optimizer: str = "adam"  # "adam", "sgd" or "rmsprop" (Keras defaults apart from the rate and momentum)
     momentum: float = 0.0  # sgd and rmsprop only
+    ema_momentum: float = 0.0  # keep the moving average of the weights (Keras `use_ema`) and end on it; 0 = off
     l2: float = 0.0  # L2 weight decay on every Dense layer's kernel; 0 = off
     dropout: float = 0.0  # a Dropout layer of this rate before the first Dense layer; 0 = none
     # speed
@@ -167,6 +174,11 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
         (0.0 <= cfg.momentum < 1.0, "momentum", "at least 0 and below 1"),
         (cfg.optimizer != "adam" or cfg.momentum == 0.0, "momentum", "0 with optimizer 'adam'"),
         (cfg.l2 >= 0.0, "l2", "0 (off) or more"),
+        (0.0 <= cfg.ema_momentum < 1.0, "ema_momentum", "0 (off) or above 0 and below 1"),
+        (cfg.elastic >= 0.0, "elastic", "0 (off) or more"),
+        (0.0 < cfg.pseudo_threshold <= 1.0, "pseudo_threshold", "above 0 and at most 1"),
+        (not cfg.pseudo_label or cfg.members >= 2, "members", "at least 2 with pseudo_label (one per round)"),
+        (cfg.elastic_sigma > 0.0, "elastic_sigma", "positive"),
         (0.0 <= cfg.dropout < 1.0, "dropout", "at least 0 and below 1"),
     ]
     for ok, key, expected in checks:
@@ -234,7 +246,7 @@ def config_path(name_or_path, relative_to: Path | None = None) -> Path:
     return path
 
 
-# Config name -> TOML text, filled by the generated Kaggle kernel script (kernel.py), which has no configs/ folder.
+# Config name -> TOML text, filled by the Kaggle notebook's first cell (kernel.py), which has no configs/ folder.
 EMBEDDED_CONFIGS: dict[str, str] = {}
 
 

@@ -3,18 +3,19 @@
 import importlib.util
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import atomic, progress, runs
+from .augment import augment, augments
 from .config import TrainConfig, epoch_steps
 from .data import to_images
 from .gpus import describe_gpu
 from .models import OneCycle, load_model, make_model, make_optimizer
 from .quiet import import_tensorflow
+from .replan import replan
 
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow, quietly imported)
@@ -64,32 +65,6 @@ def compute_policy(mixed_precision: bool, environ=None) -> str:
     except OSError:
         return "float32"
     return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
-
-
-def _affine_warps(count, seed, cfg: TrainConfig):
-    """Per-image projective transforms (rotation, zoom, shift about the centre), drawn from a stateless `seed`."""
-    uniform = tf.random.stateless_uniform([count, 5], seed=seed, minval=-1.0, maxval=1.0)
-    angle = uniform[:, 0] * (cfg.rotation_degrees * math.pi / 180.0)
-    zoom_x, zoom_y = 1.0 + uniform[:, 1] * cfg.zoom, 1.0 + uniform[:, 2] * cfg.zoom
-    shift_x, shift_y = uniform[:, 3] * (cfg.shift * 28.0), uniform[:, 4] * (cfg.shift * 28.0)
-    centre = 13.5
-    a0, a1 = zoom_x * tf.cos(angle), -zoom_x * tf.sin(angle)
-    b0, b1 = zoom_y * tf.sin(angle), zoom_y * tf.cos(angle)
-    a2 = centre - a0 * centre - a1 * centre - shift_x
-    b2 = centre - b0 * centre - b1 * centre - shift_y
-    zeros = tf.zeros_like(a0)
-    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-
-
-def augment(batch, seed, cfg: TrainConfig):
-    """Small rotations, zooms and shifts in one bilinear warp per image (never flips: a flipped 2 is not a 2)."""
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=batch, transforms=_affine_warps(tf.shape(batch)[0], seed, cfg), output_shape=tf.shape(batch)[1:3],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-
-
-def augments(cfg: TrainConfig) -> bool:
-    return bool(cfg.rotation_degrees or cfg.zoom or cfg.shift)
 
 
 def make_dataset(images, labels, cfg: TrainConfig, seed: int, first_epoch: int, epochs: int):
@@ -192,7 +167,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
     if cfg.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping_patience))
     if deadline is not None:
-        callbacks.append(Deadline(deadline))
+        callbacks.append(Deadline(deadline, name, schedule, cfg.learning_rate, checkpoint.state))
     callbacks.append(checkpoint)
     if cfg.tensorboard and importlib.util.find_spec("tensorboard"):  # Keras's callback needs the package
         callbacks.append(keras.callbacks.TensorBoard(str(member_dir / runs.TENSORBOARD_DIR), write_graph=False))
@@ -210,6 +185,8 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
             shuffle=False,  # the dataset orders itself, from (seed, epoch)
             verbose=0,
         )
+    elif getattr(model.optimizer, "use_ema", False):  # fit ends on the averaged weights; so does a rerun without it
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     state = checkpoint.state
     # the last epoch, not the best holdout one: on 3,360 holdout images a lucky epoch at the starting rate often
     # scored best and was kept, 0.15 points below the last epoch on the test (docs/PERFORMANCE.md, 2026-12-04)
@@ -233,6 +210,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
         "train_images_per_second": round(steps * cfg.batch_size * len(state["history"])
                                          / max(state["train_seconds"], 1e-9), 1),
         "gpu": gpu,
+        **({"replan": state["replan"]} if "replan" in state else {}),  # budgeted members: what really fit
     }
     checkpoint.remove_backups()
     atomic.write_text(member_dir / runs.DONE_FILE, json.dumps(result, indent=2))
@@ -259,18 +237,51 @@ class WarmUp(keras.callbacks.Callback):
 
 class Deadline(keras.callbacks.Callback):
     """Stop training when another epoch as long as the last would end past a wall-clock deadline (the member's share
-    of the budget)."""
+    of the budget); and re-plan: shorten the plateau's patience to the epochs that really fit, so the rate drops.
 
-    def __init__(self, deadline: float):
+    After each epoch from a fit's second, the mean seconds of its epochs but the first (which traces the model) give
+    the epochs that fit (replan.replan), and `schedule`'s ReduceLROnPlateau the patience for them. Each change is
+    logged and kept in the checkpoint's `state` (saved with the epoch), whence a resumed member takes it back.
+    """
+
+    def __init__(self, deadline: float, name: str = "", schedule=(), rate: float = 0.0, state: dict | None = None):
         super().__init__()
-        self.deadline = deadline
+        self.deadline, self.name, self.rate = deadline, name, rate
+        self.plateau = next((c for c in schedule if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
+        self.state = {} if state is None else state
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []  # of this fit's epochs
+        if self.plateau is not None and self.state.get("replan"):
+            self.plateau.patience = self.state["replan"][-1]["patience"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.began = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        if 2 * time.time() - self.began > self.deadline:
+        now = time.time()
+        self.seconds.append(now - self.began)
+        if 2 * now - self.began > self.deadline:
             self.model.stop_training = True
+        elif self.plateau is not None and len(self.seconds) > 1:
+            self._replan(epoch + 1, float(np.mean(self.seconds[1:])), self.deadline - now)
+
+    def _replan(self, done: int, seconds: float, left: float):
+        """Set the patience for the epochs that fit; log and record the first re-plan and every change after it."""
+        before, most = self.plateau.patience, self.params["epochs"]
+        at_start_rate = float(np.asarray(self.model.optimizer.learning_rate)) >= self.rate * (1 - 1e-6)
+        epochs, patience = replan(seconds, left, done, most, before, at_start_rate)
+        events = self.state.setdefault("replan", [])
+        if events and patience == before:
+            return
+        fit = f"all {most} epochs fit by its deadline" if epochs == most else \
+            f"{epochs} epochs fit by its deadline, of {most} at most"
+        change = f"{before} -> {patience}" if patience != before else f"stays {before}"
+        log.info(f"{self.name}: {fit} ({seconds:.1f} s each; {epochs - done} to go after epoch {done}): "
+                 f"plateau patience {change}")
+        events.append({"after_epoch": done, "epoch_seconds": round(seconds, 2), "epochs_fit": epochs,
+                       "at_start_rate": at_start_rate, "patience": patience})
+        self.plateau.patience = patience
 
 
 class EpochCheckpoint(keras.callbacks.Callback):

@@ -217,13 +217,15 @@ def _with_l2(layer, l2: float):
 
 
 def make_optimizer(cfg, learning_rate) -> keras.optimizers.Optimizer:
-    """The config's optimizer ("adam", "sgd" or "rmsprop") at `learning_rate`, a float or a schedule."""
+    """The config's optimizer ("adam", "sgd" or "rmsprop") at `learning_rate`, a float or a schedule; with
+    `ema_momentum`, it keeps a moving average of the weights, which replaces them when training ends."""
+    ema = {"use_ema": True, "ema_momentum": cfg.ema_momentum} if cfg.ema_momentum else {}
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(learning_rate, **ema)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=cfg.momentum)
+        return keras.optimizers.SGD(learning_rate, momentum=cfg.momentum, **ema)
     if cfg.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, momentum=cfg.momentum)
+        return keras.optimizers.RMSprop(learning_rate, momentum=cfg.momentum, **ema)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r} (known: adam, sgd, rmsprop)")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, runs
+from . import atomic, manifest, runs
 from .errors import InputError
 
 SAMPLES_PER_CLASS = 10
@@ -83,7 +83,8 @@ def load_run(run_dir: Path) -> dict:
     samples_file = run_dir / runs.SAMPLES_FILE
     samples = dict(np.load(samples_file)) if samples_file.is_file() else None
     return {"dir": run_dir, "metrics": metrics, "config": config, "labels": labels, "pixels": holdout["pixels"],
-            "probs": probs, "members": members, "samples": samples}
+            "probs": probs, "members": members, "samples": samples,
+            "pseudo": manifest.read(run_dir).get("pseudo_label")}
 
 
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -257,6 +258,12 @@ def _html(run, figures) -> str:
         for c in ens["per_class"]])
     by_size = _table(["members averaged", "holdout accuracy"], [
         [k, f"{a:.4f}"] for k, a in enumerate(ens["accuracy_by_size"], start=1)])
+    pseudo = run["pseudo"]
+    if pseudo:
+        first = pseudo["first_round"]
+        by_size += (f"<p>Pseudo-labels: members {first} and on also trained on {pseudo['test_images']:,} of the "
+                    f"{pseudo['test_rows']:,} test images, labelled by members 0-{first - 1} averaged, where their "
+                    f"probability was at least {pseudo['threshold']}.</p>")
     blocks = []
     for name, caption, path in figures:
         data = base64.b64encode(path.read_bytes()).decode("ascii")

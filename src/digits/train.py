@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, budget, data, describe, dispatch, ensemble, manifest, report, runs
+from . import atomic, budget, data, describe, dispatch, ensemble, manifest, pseudo, report, runs
 from .config import Paths, TrainConfig, apply_overrides, budget_seconds, describe_schedule, epoch_images
 from .errors import DigitsError, InputError
 from .gpus import gpu_count
@@ -99,12 +99,35 @@ def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, clu
     if seconds:
         reserve = (plan["member_seconds"] - plan["epochs"] * plan["epoch_seconds"]) if plan else 0.0
         deadline = started + seconds - budget.FINISH_SECONDS - reserve
-    dispatch.run_members(cfg, inputs, holdout["train_index"], holdout["holdout_index"], run_dir, todo, jobs, cluster,
-                         deadline=deadline, reserve=reserve)
+    if not _train_rounds(cfg, inputs, holdout, run_dir, todo, jobs, cluster, deadline, reserve):
+        log.info(f"run {run_id}: the first round's members are not all trained, so the second round waits "
+                 "(rerun the command to go on)")
     manifest.finish(run_dir)
     metrics = ensemble.finish(run_dir, paths)
     log.info(f"report: {report.build(run_dir)}")
     return metrics
+
+
+def _train_rounds(cfg, inputs, holdout, run_dir, todo, jobs, cluster, deadline, reserve) -> bool:
+    """Train the members in `todo`: the first round, then, with pseudo_label, the second on the train rows plus the
+    test images the first round labelled (src/digits/pseudo.py). False if the second round could not start."""
+    first = pseudo.first_round(run_dir, cfg)
+    now, todo_first = time.time(), [i for i in todo if i < first]
+    # the first round's share of the budget: its members' share of those left to train
+    first_deadline = deadline if deadline is None else now + (deadline - now) * len(todo_first) / max(1, len(todo))
+    dispatch.run_members(cfg, inputs, holdout["train_index"], holdout["holdout_index"], run_dir, todo_first, jobs,
+                         cluster, deadline=first_deadline, reserve=reserve)
+    if first == cfg.members:
+        return True
+    if runs.unfinished_members(run_dir, first):
+        return False
+    chosen = pseudo.choose(run_dir, cfg, first)
+    second, pixels, labels, train_index = pseudo.second_round(cfg, inputs.pixels, inputs.labels, inputs.test_pixels,
+                                                              holdout["train_index"], chosen)
+    dispatch.run_members(second, dataclasses.replace(inputs, pixels=pixels, labels=labels), train_index,
+                         holdout["holdout_index"], run_dir, [i for i in todo if i >= first], jobs, cluster,
+                         deadline=deadline, reserve=reserve)
+    return True
 
 
 def _members_at_once(jobs, cfg: TrainConfig, run_dir: Path, plan: dict | None, cluster) -> int:
