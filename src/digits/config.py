@@ -88,7 +88,6 @@ class TrainConfig:
     # optimizer and regularisation (tutorial recipes)
     optimizer: str = "adam"  # "adam", "sgd" or "rmsprop" (Keras defaults apart from the rate and momentum)
     momentum: float = 0.0  # sgd and rmsprop only
-    ema_momentum: float = 0.0  # keep the moving average of the weights (Keras `use_ema`) and end on it; 0 = off
     l2: float = 0.0  # L2 weight decay on every Dense layer's kernel; 0 = off
     dropout: float = 0.0  # a Dropout layer of this rate before the first Dense layer; 0 = none
     # speed
@@ -174,7 +173,6 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
         (0.0 <= cfg.momentum < 1.0, "momentum", "at least 0 and below 1"),
         (cfg.optimizer != "adam" or cfg.momentum == 0.0, "momentum", "0 with optimizer 'adam'"),
         (cfg.l2 >= 0.0, "l2", "0 (off) or more"),
-        (0.0 <= cfg.ema_momentum < 1.0, "ema_momentum", "0 (off) or above 0 and below 1"),
         (cfg.elastic >= 0.0, "elastic", "0 (off) or more"),
         (0.0 < cfg.pseudo_threshold <= 1.0, "pseudo_threshold", "above 0 and at most 1"),
         (not cfg.pseudo_label or cfg.members >= 2, "members", "at least 2 with pseudo_label (one per round)"),

@@ -185,8 +185,6 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
             shuffle=False,  # the dataset orders itself, from (seed, epoch)
             verbose=0,
         )
-    elif getattr(model.optimizer, "use_ema", False):  # fit ends on the averaged weights; so does a rerun without it
-        model.optimizer.finalize_variable_values(model.trainable_variables)
     state = checkpoint.state
     # the last epoch, not the best holdout one: on 3,360 holdout images a lucky epoch at the starting rate often
     # scored best and was kept, 0.15 points below the last epoch on the test (docs/PERFORMANCE.md, 2026-12-04)

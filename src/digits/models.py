@@ -217,15 +217,13 @@ def _with_l2(layer, l2: float):
 
 
 def make_optimizer(cfg, learning_rate) -> keras.optimizers.Optimizer:
-    """The config's optimizer ("adam", "sgd" or "rmsprop") at `learning_rate`, a float or a schedule; with
-    `ema_momentum`, it keeps a moving average of the weights, which replaces them when training ends."""
-    ema = {"use_ema": True, "ema_momentum": cfg.ema_momentum} if cfg.ema_momentum else {}
+    """The config's optimizer ("adam", "sgd" or "rmsprop") at `learning_rate`, a float or a schedule."""
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate, **ema)
+        return keras.optimizers.Adam(learning_rate)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=cfg.momentum, **ema)
+        return keras.optimizers.SGD(learning_rate, momentum=cfg.momentum)
     if cfg.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate, momentum=cfg.momentum, **ema)
+        return keras.optimizers.RMSprop(learning_rate, momentum=cfg.momentum)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r} (known: adam, sgd, rmsprop)")
 
 
