@@ -46,6 +46,9 @@ BAD_SETS = {
     "not a float": (["zoom=much"], "key 'zoom' expects float, got 'much'"),
     "below minimum": (["members=0"], "key 'members' must be at least 1, got 0"),
     "negative epoch_rows": (["epoch_rows=-5"], "key 'epoch_rows' must be 0 (one pass over the train rows) or more"),
+    "pseudo threshold": (["pseudo_threshold=1.5"], "key 'pseudo_threshold' must be above 0 and at most 1, got 1.5"),
+    "pseudo one member": (["pseudo_label=true", "members=1"],
+                          "key 'members' must be at least 2 with pseudo_label (one per round), got 1"),
 }
 
 
