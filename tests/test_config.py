@@ -49,7 +49,6 @@ BAD_SETS = {
     "pseudo threshold": (["pseudo_threshold=1.5"], "key 'pseudo_threshold' must be above 0 and at most 1, got 1.5"),
     "pseudo one member": (["pseudo_label=true", "members=1"],
                           "key 'members' must be at least 2 with pseudo_label (one per round), got 1"),
-    "label smoothing of 1": (["label_smoothing=1"], "key 'label_smoothing' must be at least 0 and below 1, got 1.0"),
 }
 
 

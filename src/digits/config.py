@@ -88,7 +88,6 @@ class TrainConfig:
     momentum: float = 0.0  # sgd and rmsprop only
     l2: float = 0.0  # L2 weight decay on every Dense layer's kernel; 0 = off
     dropout: float = 0.0  # a Dropout layer of this rate before the first Dense layer; 0 = none
-    label_smoothing: float = 0.0  # train towards (1 - s) on the label and s / 10 spread over all digits; 0 = off
     # speed
     mixed_precision: bool = True  # bfloat16 compute where the CPU/GPU supports it
     jit_compile: bool = False  # XLA: measured slower on CPU, try it on a GPU
@@ -175,7 +174,6 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
         (0.0 < cfg.pseudo_threshold <= 1.0, "pseudo_threshold", "above 0 and at most 1"),
         (not cfg.pseudo_label or cfg.members >= 2, "members", "at least 2 with pseudo_label (one per round)"),
         (0.0 <= cfg.dropout < 1.0, "dropout", "at least 0 and below 1"),
-        (0.0 <= cfg.label_smoothing < 1.0, "label_smoothing", "at least 0 and below 1"),
     ]
     for ok, key, expected in checks:
         if not ok:

@@ -21,7 +21,6 @@ tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow, quietly imported)
 
 log = logging.getLogger(__name__)
-NUM_CLASSES = 10
 
 
 def member_seed(cfg: TrainConfig, index: int) -> int:
@@ -88,8 +87,7 @@ def make_dataset(images, labels, cfg: TrainConfig, seed: int, first_epoch: int, 
         batch = tf.gather(images, index)
         if augments(cfg):
             batch = augment(batch, tf.stack([seed, epoch * 1_000_000 + step]), cfg)
-        batch_labels = tf.gather(labels, index)
-        return batch, tf.one_hot(batch_labels, NUM_CLASSES) if cfg.label_smoothing else batch_labels
+        return batch, tf.gather(labels, index)
 
     # No autotuning model: deleting its iterator, at the end of fit, waits out the model thread's current sleep,
     # which grows towards a minute (10-40 s measured on 2 cores); AUTOTUNE then means one call per core.
@@ -117,8 +115,7 @@ def build_model(cfg: TrainConfig, architecture: str, steps_per_epoch: int, seed:
     rate = OneCycle(cfg.learning_rate, total_steps) if cfg.schedule == "onecycle" else cfg.learning_rate
     model.compile(
         optimizer=make_optimizer(cfg, rate),
-        loss=(keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing) if cfg.label_smoothing
-              else "sparse_categorical_crossentropy"),
+        loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=cfg.jit_compile,
         steps_per_execution=cfg.steps_per_execution,
@@ -182,8 +179,7 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
             epochs=cfg.epochs,
             initial_epoch=first_epoch,
             steps_per_epoch=steps,
-            validation_data=(holdout_images, keras.utils.to_categorical(holdout_labels, NUM_CLASSES)
-                             if cfg.label_smoothing else holdout_labels),
+            validation_data=(holdout_images, holdout_labels),
             validation_batch_size=cfg.predict_batch_size,
             callbacks=callbacks,
             shuffle=False,  # the dataset orders itself, from (seed, epoch)
