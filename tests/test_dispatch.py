@@ -127,23 +127,12 @@ def test_each_worker_process_claims_a_distinct_slot(tmp_path):
     assert claims == [(0, "GPU-0", False), (1, "GPU-1", False), (2, "GPU-2", False)]
 
 
-def test_jobs_workers_record_their_placement(small_data, tmp_path):
-    """`--jobs 2` on a machine without GPUs: each member's done.json says it trained on no GPU, and the log says so."""
-    paths = paths_under(tmp_path)
-    result = run_cli("train", "--config", "tiny", "--jobs", "2", *path_args(paths), "--data-dir", small_data,
-                     env={"PATH": str(tmp_path / "no-nvidia-smi") + ":" + os.environ["PATH"]}, check=True)
-    done = [json.loads(p.read_text()) for p in sorted(paths.models_dir.glob("*/members/*/done.json"))]
-    assert [d["gpu"] for d in done] == [None, None]
-    assert sorted(p.name for p in paths.models_dir.glob("*/worker-slots/*")) == ["slot-0.lock", "slot-1.lock"]
-    assert "member 1/2: worker" in result.stdout and "trains it on the CPU" in result.stdout
-
-
 def test_workers_end_when_their_trainer_is_killed(small_data, tmp_path):
     """Members at once train in worker processes; SIGKILL of the trainer ends them too, so they neither train on
     unowned nor keep their slots from a rerun's workers (which would give up after SLOT_WAIT_S), and the rerun
-    resumes the run."""
+    resumes the run. On a machine without GPUs each member's done.json and the log say it trained on the CPU."""
     paths = paths_under(tmp_path)
-    command = [sys.executable, "-m", "digits", "train", "--config", "tiny", "--jobs", "2", "--set", "epochs=6",
+    command = [sys.executable, "-m", "digits", "train", "--config", "tiny", "--jobs", "2", "--set", "epochs=3",
                *map(str, path_args(paths)), "--data-dir", str(small_data)]
     trainer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -157,9 +146,14 @@ def test_workers_end_when_their_trainer_is_killed(small_data, tmp_path):
     while time.time() < deadline and any(_alive(pid) for pid in workers):
         time.sleep(0.2)
     assert not [pid for pid in workers if _alive(pid)], "a worker outlived its killed trainer"
-    result = run_cli(*command[3:], check=True)
+    result = run_cli(*command[3:], env={"PATH": str(tmp_path / "no-nvidia-smi") + ":" + os.environ["PATH"]},
+                     check=True)
     assert "resuming after epoch" in result.stdout
     assert pd.read_csv(result.stdout.strip().splitlines()[-1])["ImageId"].tolist() == list(range(1, 501))
+    done = [json.loads(p.read_text()) for p in sorted(paths.models_dir.glob("*/members/*/done.json"))]
+    assert [d["gpu"] for d in done] == [None, None]
+    assert sorted(p.name for p in paths.models_dir.glob("*/worker-slots/*")) == ["slot-0.lock", "slot-1.lock"]
+    assert "member 1/2: worker" in result.stdout and "trains it on the CPU" in result.stdout
 
 
 def _slot_pids(paths) -> list[int]:
