@@ -24,8 +24,6 @@ def affine_warps(count, seed, cfg: TrainConfig):
     angle = uniform[:, 0] * (cfg.rotation_degrees * math.pi / 180.0)
     zoom_x, zoom_y = 1.0 + uniform[:, 1] * cfg.zoom, 1.0 + uniform[:, 2] * cfg.zoom
     shift_x, shift_y = uniform[:, 3] * (cfg.shift * SIZE), uniform[:, 4] * (cfg.shift * SIZE)
-    if cfg.whole_pixel_shift:
-        shift_x, shift_y = tf.round(shift_x), tf.round(shift_y)
     a0, a1 = zoom_x * tf.cos(angle), -zoom_x * tf.sin(angle)
     b0, b1 = zoom_y * tf.sin(angle), zoom_y * tf.cos(angle)
     a2 = CENTRE - a0 * CENTRE - a1 * CENTRE - shift_x

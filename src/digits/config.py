@@ -73,7 +73,6 @@ class TrainConfig:
     rotation_degrees: float = 10.0
     zoom: float = 0.1
     shift: float = 0.1
-    whole_pixel_shift: bool = False  # round each image's shift to whole pixels (a random crop of a padded image)
     elastic: float = 0.0  # smooth random distortion: each pixel moves this many pixels (standard deviation); 0 = off
     elastic_sigma: float = 4.0  # how smooth that distortion is: the width, in pixels, of the Gaussian blurring it
     # learning-rate schedule: "plateau" (ReduceLROnPlateau), "onecycle" or "constant"
