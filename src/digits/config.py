@@ -73,8 +73,6 @@ class TrainConfig:
     rotation_degrees: float = 10.0
     zoom: float = 0.1
     shift: float = 0.1
-    elastic: float = 0.0  # smooth random distortion: each pixel moves this many pixels (standard deviation); 0 = off
-    elastic_sigma: float = 4.0  # how smooth that distortion is: the width, in pixels, of the Gaussian blurring it
     # learning-rate schedule: "plateau" (ReduceLROnPlateau), "onecycle" or "constant"
     schedule: str = "plateau"
     plateau_monitor: str = "val_accuracy"
@@ -173,8 +171,6 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
         (0.0 <= cfg.momentum < 1.0, "momentum", "at least 0 and below 1"),
         (cfg.optimizer != "adam" or cfg.momentum == 0.0, "momentum", "0 with optimizer 'adam'"),
         (cfg.l2 >= 0.0, "l2", "0 (off) or more"),
-        (cfg.elastic >= 0.0, "elastic", "0 (off) or more"),
-        (cfg.elastic_sigma > 0.0, "elastic_sigma", "positive"),
         (0.0 < cfg.pseudo_threshold <= 1.0, "pseudo_threshold", "above 0 and at most 1"),
         (not cfg.pseudo_label or cfg.members >= 2, "members", "at least 2 with pseudo_label (one per round)"),
         (0.0 <= cfg.dropout < 1.0, "dropout", "at least 0 and below 1"),
