@@ -12,6 +12,7 @@ from .errors import InputError
 
 SAMPLES_PER_CLASS = 10
 WORST_MISTAKES = 24
+MOSAIC_CELL = 28 + 4  # an image and the blank gap after it, in pixels
 
 
 def save_train_samples(run_dir: Path, pixels: np.ndarray, labels: np.ndarray, seed: int):
@@ -117,13 +118,14 @@ def _image_grid(fig, images, titles, columns: int):
     return axes
 
 
-def _mosaic(rows: list, columns: int, gap: int = 4) -> np.ndarray:
-    """Images of 784 pixels tiled into one array, `gap` blank pixels apart: one imshow draws a whole grid."""
-    cell = 28 + gap
-    canvas = np.zeros((len(rows) * cell - gap, columns * cell - gap), np.float32)
+def _mosaic(rows: list, columns: int) -> np.ndarray:
+    """Images of 784 pixels tiled into one array, MOSAIC_CELL apart: one imshow draws a whole grid."""
+    gap = MOSAIC_CELL - 28
+    canvas = np.zeros((len(rows) * MOSAIC_CELL - gap, columns * MOSAIC_CELL - gap), np.float32)
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
-            canvas[r * cell:r * cell + 28, c * cell:c * cell + 28] = np.asarray(image).reshape(28, 28)
+            top, left = r * MOSAIC_CELL, c * MOSAIC_CELL
+            canvas[top:top + 28, left:left + 28] = np.asarray(image).reshape(28, 28)
     return canvas
 
 
@@ -140,7 +142,7 @@ def _samples_figure(fig, run):
     ax = fig.subplots()
     ax.imshow(_mosaic(rows, SAMPLES_PER_CLASS), cmap="gray_r", vmin=0, vmax=255)
     ax.set_xticks([])
-    ax.set_yticks([14 + 32 * digit for digit in range(10)], [str(digit) for digit in range(10)], fontsize=11)
+    ax.set_yticks([14 + MOSAIC_CELL * digit for digit in range(10)], [str(digit) for digit in range(10)], fontsize=11)
     ax.tick_params(length=0)
     fig.suptitle(title)
 
