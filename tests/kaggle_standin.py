@@ -62,6 +62,13 @@ class KaggleStandIn:
         # (default ERROR_MESSAGES[fail_with]) as Kaggle's {"code", "message"} JSON.
         self.fail_with: int | None = None
         self.fail_message: str | None = None
+        # Faults of the file links only (the GETs that the API's redirects lead to), as Kaggle's storage shows them:
+        # link_fails_with answers them with that status (an XML body, not Kaggle's JSON); the next `cut_downloads`
+        # of them send the full Content-Length, half the body, then close the connection; corrupt_zip serves
+        # damaged(zip_bytes).
+        self.link_fails_with: int | None = None
+        self.cut_downloads = 0
+        self.corrupt_zip = False
         # Every request: method, path, headers, body (bytes), json, user (Basic auth).
         self.requests: list[dict] = []
         # Completed submissions: ref, competition, file_name, content, message, date, polls, created.
@@ -258,6 +265,14 @@ class KaggleStandIn:
         return f"{right / len(truth):.5f}", None
 
 
+def damaged(zip_bytes: bytes) -> bytes:
+    """`zip_bytes` with a run of its first member's compressed bytes inverted: the zip opens, that member does not."""
+    name_length, extra_length = int.from_bytes(zip_bytes[26:28], "little"), int.from_bytes(zip_bytes[28:30], "little")
+    start, size = 30 + name_length + extra_length, int.from_bytes(zip_bytes[18:22], "little")
+    first, last = start + size // 4, start + size // 4 + max(1, min(64, size // 2))
+    return zip_bytes[:first] + bytes(b ^ 0xFF for b in zip_bytes[first:last]) + zip_bytes[last:]
+
+
 def _labels(csv_bytes: bytes) -> dict[int, int]:
     """ImageId -> Label of an ImageId,Label CSV (ValueError if it is not one)."""
     lines = csv_bytes.decode().split()
@@ -340,9 +355,10 @@ def _handler_for(standin: KaggleStandIn):
             status: int,
             body: bytes = b"",
             ctype: str = "application/json",
+            cut: bool = False,
             **headers,
         ) -> None:
-            """Write a complete response."""
+            """Write a complete response; `cut`: only the first half of its body, then close the connection."""
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -350,7 +366,8 @@ def _handler_for(standin: KaggleStandIn):
                 self.send_header(key.replace("_", "-"), value)
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(body)
+                self.wfile.write(body[: len(body) // 2] if cut else body)
+            self.close_connection = self.close_connection or cut
 
         def _send_json(self, status: int, obj: dict) -> None:
             """Write a JSON response."""
@@ -382,12 +399,18 @@ def _handler_for(standin: KaggleStandIn):
             self._record(b"")
             if self._maybe_fail():
                 return
+            if standin.link_fails_with:
+                code = standin.link_fails_with
+                self._send(code, f"<Error><Code>{code}</Code></Error>".encode(), "application/xml")
+                return
             name = self.path.split("?")[0].rsplit("/", 1)[-1]
             data = None
             if self.path.startswith("/_files/"):
                 data = (
                     standin.zip_bytes if name == f"{standin.competition}.zip" else None
                 )
+                if data is not None and standin.corrupt_zip:
+                    data = damaged(data)
                 if data is None:
                     try:
                         data = standin.member(name)
@@ -405,7 +428,11 @@ def _handler_for(standin: KaggleStandIn):
                 if name.endswith(".zip")
                 else "application/octet-stream"
             )
-            self._send(200, data, ctype, Last_Modified=standin.last_modified)
+            with standin._lock:
+                cut = standin.cut_downloads > 0
+                if cut:
+                    standin.cut_downloads -= 1
+            self._send(200, data, ctype, cut, Last_Modified=standin.last_modified)
 
         def do_PUT(self) -> None:
             """Blob uploads of submission files."""

@@ -29,7 +29,8 @@ KEY = "k3y" + secrets.token_hex(14)  # the fake API key: must never show up in o
 
 def clean_environ() -> dict:
     """os.environ without anything that would change which credentials, proxy or make flags apply."""
-    drop = ("KAGGLE_", "DIGITS_KAGGLE_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "MAKE", "MFLAGS")
+    drop = ("KAGGLE_", "DIGITS_KAGGLE_", "DIGITS_DOWNLOAD_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
+            "MAKE", "MFLAGS")
     return {k: v for k, v in os.environ.items() if not k.upper().startswith(drop) and k != "XDG_CONFIG_HOME"}
 
 
@@ -99,6 +100,24 @@ def valid_submission(small_data: Path, path: Path) -> Path:
 
 def staging_left(data_dir: Path) -> list:
     return list(data_dir.glob(".download-*")) if data_dir.exists() else []
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (hidden ones too) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The first line of a failed command's stderr: `error: ...`, under 300 characters, no traceback or repr."""
+    first = proc.stderr.splitlines()[0]
+    assert proc.returncode == 1 and first.startswith("error: ") and len(first) < 300, (len(first), proc.stderr)
+    for dump in ("Traceback", "Error(", "Error: (", "IncompleteRead", ".download-"):
+        assert dump not in proc.stdout + proc.stderr, dump
+    return first
+
+
+def download_requests(server: KaggleStandIn) -> list[tuple[str, str]]:
+    return [(r["method"], r["path"].rsplit("/", 1)[-1]) for r in server.requests]
 
 
 def expected_score(file: Path, answers: Path) -> float:
@@ -230,7 +249,7 @@ def test_a_submission_still_pending_is_scored_by_submissions_later(run_folder, s
         again = run_cli("submissions", *path_args(paths), env=env, check=True)
     assert 2 <= polls(server) - 2 <= 5  # the waiting polls (0.3 s every 0.1 s), then one per `submissions`
     assert "submission 1000 (tiny-0123abcd.csv) is still being scored after 0.3 s" in waited.stdout
-    assert "make submissions" in waited.stdout and "public score" not in waited.stdout
+    assert "run `digits submissions` later" in waited.stdout and "public score" not in waited.stdout
     assert [(r["ref"], r["status"], r["public_score"]) for r in pending] == [(1000, "pending", None)]
     assert table_then == {run_dir.name: "-"}
     header, row = listed.stdout.splitlines()[:2]
@@ -251,7 +270,7 @@ def test_no_wait_sends_and_returns(run_folder, small_data, served_zip, home):
                     ARGS=" ".join(map(str, ["--no-wait", *path_args(paths)])))
     assert proc.returncode == 0
     assert len(server.submissions) == 1 and polls(server) == 0
-    assert "make submissions" in proc.stdout and "waiting" not in proc.stdout
+    assert "`make submissions` shows them" in proc.stdout and "waiting" not in proc.stdout
     assert [(r["ref"], r["status"]) for r in records(run_dir)] == [(1000, "pending")]
 
 
@@ -280,9 +299,9 @@ def test_refusals_give_advice(status, message, served_zip, small_data, home, tmp
         submit = run_cli("submit", file, *path_args(paths), env=env)
         listing = run_cli("submissions", *path_args(paths), env=env)
     for proc in (download, submit, listing):
-        assert proc.returncode == 1, proc.stderr
+        first = error_line(proc)
         if status == 401:
-            assert "HTTP 401" in proc.stderr and "Create a new token" in proc.stderr
+            assert "Kaggle rejected the credentials (HTTP 401): create a new API token at" in first
         else:
             assert "HTTP 403" in proc.stderr and RULES_URL in proc.stderr
             assert (message or "You must accept this competition's rules") in proc.stderr  # Kaggle's words, relayed
@@ -324,6 +343,10 @@ def test_no_credentials_lists_the_options_and_sends_nothing(served_zip, small_da
             assert option in proc.stderr, option
         assert "Traceback" not in proc.stderr
     assert server.requests == []
+    assert error_line(download).startswith("error: no Kaggle credentials found, so nothing was sent to Kaggle: create "
+                                           "an API token at https://www.kaggle.com/settings")
+    assert download.stderr.splitlines()[-1] == ("None of these was found (a revoked or expired token counts as none), "
+                                                "so nothing was sent to Kaggle.")
 
 
 def test_bad_download_leaves_data_as_it_was(small_data, home, tmp_path):
@@ -334,9 +357,109 @@ def test_bad_download_leaves_data_as_it_was(small_data, home, tmp_path):
     bad = zip_of(small_data, train_csv=(small_data / "train.csv").read_bytes().replace(b"\n7,", b"\n17,", 1))
     with KaggleStandIn(bad) as server:
         proc = run_cli("download", "--data-dir", data_dir, env=env_for(home, server.proxy))
-    assert proc.returncode == 1 and "failed the checks" in proc.stderr and "expected an integer 0..9" in proc.stderr
+    assert error_line(proc).startswith("error: downloading the digit-recognizer data (nothing in data/ changed): "
+                                       "Kaggle's train.csv, row ")
+    assert "column 'label': expected an integer 0..9, got '17'; run the same command again." in proc.stderr
     assert sorted(p.name for p in data_dir.iterdir() if p.name != "cache") == ["train.csv"]
     assert (data_dir / "train.csv").read_text() == "label,pixel0\n1,0\n"
+
+
+@pytest.fixture
+def data_dir(small_data, tmp_path) -> Path:
+    """A data folder holding valid files already, with a long path: `download --force` must leave it as it is."""
+    folder = tmp_path / ("a-long-folder-name-" * 10) / "data"
+    folder.mkdir(parents=True)
+    for name in ("train.csv", "test.csv"):
+        (folder / name).write_bytes((small_data / name).read_bytes())
+    return folder
+
+
+def test_a_cut_download_is_retried_and_says_so(served_zip, home, data_dir):
+    """The connection breaks off mid-file once: the client's retry (a Range request) is announced, then succeeds."""
+    with KaggleStandIn(served_zip) as server:
+        server.cut_downloads = 1
+        proc = run_cli("download", "--force", "--data-dir", data_dir, env=env_for(home, server.proxy), check=True)
+    assert "connection lost, retrying the download (1 of 5) ...\n" in proc.stdout
+    assert download_requests(server) == [("POST", "DownloadDataFiles"), ("GET", "digit-recognizer.zip"),
+                                         ("GET", "digit-recognizer.zip")]
+    assert "Range" in server.requests[2]["headers"]
+    kept = {name: data for name, data in snapshot(data_dir).items() if not name.startswith("cache/")}
+    assert kept == {name: server.member(name) for name in ("sample_submission.csv", "test.csv", "train.csv")}
+
+
+def test_a_download_cut_on_every_retry_leaves_data_as_it_was(served_zip, home, data_dir):
+    """Cut every time (DIGITS_DOWNLOAD_RETRIES=1 keeps it short): one line per retry, then one line of advice."""
+    before = snapshot(data_dir)
+    with KaggleStandIn(served_zip) as server:
+        server.cut_downloads = 10
+        proc = run_cli("download", "--force", "--data-dir", data_dir,
+                       env=env_for(home, server.proxy, DIGITS_DOWNLOAD_RETRIES="1"))
+    assert proc.stdout.splitlines()[1:] == ["connection lost, retrying the download (1 of 1) ..."]
+    assert proc.stderr == ("error: downloading the digit-recognizer data (nothing in data/ changed): the connection "
+                           "was cut mid-download, and on every retry. Check the network and run the same command "
+                           "again.\n")
+    error_line(proc)
+    assert len(server.requests) == 3 and server.cut_downloads == 8
+    assert snapshot(data_dir) == before
+
+
+LINK_ADVICE = {
+    401: "Kaggle rejected the credentials (HTTP 401): create a new API token at https://www.kaggle.com/settings "
+         "(section \"API\") and put it where the old one was, then retry.",
+    403: "the link Kaggle handed out was refused (HTTP 403; links expire): run the same command again.",
+    404: "nothing is at the link Kaggle handed out (HTTP 404): run the same command again later.",
+    429: "Kaggle is limiting this account's requests (HTTP 429): wait a few minutes, then retry.",
+    503: "Kaggle failed on its side (HTTP 503: Service Unavailable); retry in a few minutes.",
+}
+
+
+@pytest.mark.parametrize("status", sorted(LINK_ADVICE))
+def test_a_refused_file_link_gets_advice_keyed_on_its_status(status, served_zip, home, data_dir):
+    """The API hands out the link, the link answers an error status: advice for that status, asked once."""
+    before = snapshot(data_dir)
+    with KaggleStandIn(served_zip) as server:
+        server.link_fails_with = status
+        link = run_cli("download", "--force", "--data-dir", data_dir, env=env_for(home, server.proxy))
+        server.link_fails_with, server.fail_with = None, status
+        api = run_cli("download", "--force", "--data-dir", data_dir, env=env_for(home, server.proxy))
+    doing = "error: downloading the digit-recognizer data (nothing in data/ changed): "
+    assert error_line(link) == f"{doing}digit-recognizer.zip could not be downloaded: {LINK_ADVICE[status]}"
+    if status not in (403, 404):  # the same advice as for the API call; there they mean rules, or a wrong name
+        assert error_line(api).startswith(f"{doing}{LINK_ADVICE[status].split(' (HTTP')[0]} (HTTP {status}")
+    assert download_requests(server) == [("POST", "DownloadDataFiles"), ("GET", "digit-recognizer.zip"),
+                                         ("POST", "DownloadDataFiles")]
+    assert snapshot(data_dir) == before
+
+
+def test_a_corrupt_zip_names_what_kaggle_sent(served_zip, home, data_dir):
+    """The zip opens but its train.csv does not: named as what Kaggle sent (the staging copy is gone), one line."""
+    before = snapshot(data_dir)
+    with KaggleStandIn(served_zip) as server:
+        server.corrupt_zip = True
+        proc = run_cli("download", "--force", "--data-dir", data_dir, env=env_for(home, server.proxy))
+    first = error_line(proc)
+    assert first.startswith("error: downloading the digit-recognizer data (nothing in data/ changed): the "
+                            "digit-recognizer.zip that Kaggle sent: expected a zip file holding train.csv, got one "
+                            "that cannot be read")
+    assert first.endswith("; run the same command again.") and proc.stderr == first + "\n"
+    assert str(data_dir) not in proc.stderr
+    assert download_requests(server) == [("POST", "DownloadDataFiles"), ("GET", "digit-recognizer.zip")]
+    assert snapshot(data_dir) == before
+
+
+def test_the_pending_message_names_the_command_the_user_ran(run_folder, small_data, served_zip, home):
+    """Still being scored when the wait ends: `digits submit` points to `digits submissions`, `make submit` to make."""
+    paths, _, file = run_folder
+    with scoring_server(small_data, served_zip, pending_seconds=3600) as server:
+        env = env_for(home, server.proxy)
+        typed = run_cli("submit", file, "--wait", "0.1", "--poll-interval", "0.1", *path_args(paths), env=env,
+                        check=True)
+        made = make("submit", env=env, FILE=file, WAIT="0.1",
+                    ARGS=" ".join(map(str, ["--poll-interval", "0.1", *path_args(paths)])))
+    assert made.returncode == 0 and len(server.submissions) == 2
+    assert "still being scored after 0.1 s; run `digits submissions` later" in typed.stdout
+    assert "still being scored after 0.1 s; run `make submissions` later" in made.stdout
+    assert "make submissions" not in typed.stdout and "digits submissions" not in made.stdout
 
 
 def test_unreachable_host_and_proxy_are_named(served_zip, home, tmp_path):

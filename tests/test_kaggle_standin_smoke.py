@@ -10,12 +10,13 @@ import secrets
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from kaggle_standin import KaggleStandIn, cli_env, port_closed
+from kaggle_standin import KaggleStandIn, cli_env, damaged, port_closed
 
 KAGGLE = str(Path(sys.executable).with_name("kaggle"))  # the client installed beside this Python
 AUTH_HELP = "Authentication required to call the Kaggle API."
@@ -200,6 +201,30 @@ def test_auth_failures_exit_nonzero(home: Path, tmp_path: Path, status: int) -> 
     assert not (tmp_path / "dl").exists()
     # nothing is attempted after the first refusal
     assert server.submissions == [] and len(server.requests) == 2
+
+
+def test_file_link_faults(home: Path, tmp_path: Path) -> None:
+    """A body cut short is retried by the client (a Range request) and saved whole; a status on the file link fails
+    the download with no retry; a corrupt zip is saved as sent (the client does not open it)."""
+    data = make_zip()
+    download = ("competitions", "download", "digit-recognizer", "-p")
+    with KaggleStandIn(data) as server:
+        server.cut_downloads = 1
+        cut = kaggle(server.proxy, home, *download, str(tmp_path / "cut"))
+        cut_requests = [(r["method"], r["headers"].get("Range")) for r in server.requests]
+        server.requests.clear()
+        server.link_fails_with = 429
+        refused = kaggle(server.proxy, home, *download, str(tmp_path / "refused"))
+        refused_requests = [r["method"] for r in server.requests]
+        server.link_fails_with, server.corrupt_zip = None, True
+        corrupt = kaggle(server.proxy, home, *download, str(tmp_path / "corrupt"))
+    assert cut.returncode == 0 and (tmp_path / "cut" / "digit-recognizer.zip").read_bytes() == data
+    assert cut_requests == [("POST", None), ("GET", None), ("GET", "bytes=0-")]
+    assert refused.returncode == 1 and "429" in refused.stdout + refused.stderr and refused_requests == ["POST", "GET"]
+    saved = (tmp_path / "corrupt" / "digit-recognizer.zip").read_bytes()
+    assert corrupt.returncode == 0 and saved == damaged(data) != data
+    with zipfile.ZipFile(io.BytesIO(saved)) as zf, pytest.raises((zipfile.BadZipFile, zlib.error)):
+        zf.read("train.csv")
 
 
 def test_no_credentials_makes_no_network_call(tmp_path: Path) -> None:

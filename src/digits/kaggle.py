@@ -1,6 +1,7 @@
 """Kaggle through the official `kaggle` client used as a library: sign-in, download, submit, scores, error advice."""
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -29,16 +30,17 @@ WAIT_S = 300  # how long `digits submit` waits for the score by default
 POLL_S = 5.0  # and how often it asks
 PROGRESS_EVERY_S = 30  # a "still being scored" line at most this often
 LISTED = 20  # `digits submissions` shows this many of the newest
+RETRIES = 5  # how often the client retries a download cut off mid-file (its own default); DIGITS_DOWNLOAD_RETRIES
 
-CREDENTIALS_HELP = f"""no Kaggle credentials found, so nothing was sent to Kaggle. Set up one of these
-(create an API token at {TOKEN_URL}, section "API"):
+CREDENTIALS_HELP = f"""no Kaggle credentials found, so nothing was sent to Kaggle: create an API token at \
+{TOKEN_URL} (section "API") and set it up in one of these ways:
   - ~/.kaggle/kaggle.json holding {{"username": "...", "key": "..."}} (see kaggle.json.example), then
     `chmod 600 ~/.kaggle/kaggle.json`; or that file in the folder named by KAGGLE_CONFIG_DIR
     (~/.config/kaggle/kaggle.json when ~/.kaggle does not exist)
   - the environment variables KAGGLE_USERNAME and KAGGLE_KEY
   - KAGGLE_API_TOKEN=<token> (or the path of a file holding it), or the token saved in ~/.kaggle/access_token
   - `kaggle auth login` (OAuth; saves ~/.kaggle/credentials.json)
-A token that Kaggle no longer accepts (revoked or expired) counts as none: create a new one."""
+None of these was found (a revoked or expired token counts as none), so nothing was sent to Kaggle."""
 
 _secrets: set[str] = set()  # the key and token the client signed in with: blanked out of any message
 
@@ -138,6 +140,9 @@ def advice(what: str, err: BaseException, forbidden_hint: str = RULES_HINT, file
     answered = next((e for e in chain if isinstance(e, requests.HTTPError) and e.response is not None), None)
     if answered is not None:
         return _http_advice(what, answered, forbidden_hint, files_of)
+    if any(isinstance(e, requests.exceptions.ChunkedEncodingError) for e in chain):  # the body stopped short
+        return f"{what}: the connection was cut mid-download, and on every retry. Check the network and run the same " \
+               "command again."
     unreachable = next((e for e in chain if isinstance(e, requests.ConnectionError | requests.Timeout)), None)
     if unreachable is not None:
         return f"{what}: {_network_problem(unreachable, chain)}"
@@ -145,30 +150,36 @@ def advice(what: str, err: BaseException, forbidden_hint: str = RULES_HINT, file
         return None
     if isinstance(err, ValueError):  # the client's checks of its arguments, the kernel's metadata among them
         return f"{what}: {_redact(str(err))}"
-    return f"{what}: the kaggle client failed: {type(err).__name__}: {_redact(str(err))}"
+    return f"{what}: the kaggle client failed ({type(err).__name__}: {_clip(_redact(str(err)), 150)}); run the same " \
+           "command again."
 
 
 def _http_advice(what: str, err, forbidden_hint: str, files_of: str) -> str:
-    """Advice for an HTTP error status from Kaggle (or from a download link it handed out)."""
+    """Advice keyed on an HTTP error status from Kaggle, or from a file's download link that it handed out."""
     code = err.response.status_code
     said = _server_message(err.response)
-    if code == 401:
-        return (f"{what}: Kaggle rejected the credentials (HTTP 401): the API key or token is wrong, revoked or "
-                f"stale. Create a new token at {TOKEN_URL} (section \"API\"), put it where the old one was "
-                "(~/.kaggle/kaggle.json, KAGGLE_KEY or KAGGLE_API_TOKEN), and retry.")
-    if err.request is not None and err.request.method == "GET":  # a file's link, not an API call (those POST)
+    link = err.request is not None and err.request.method == "GET"  # a file's link, not an API call (those POST)
+    if link:
         name = unquote(urlsplit(err.response.url or err.request.url or "").path.rsplit("/", 1)[-1]) or "a file"
-        return (f"{what}: {name}{f' of {files_of}' if files_of else ''} could not be downloaded (HTTP {code}: "
-                f"{said}). Retry: the links Kaggle hands out expire.")
+        what = f"{what}: {name}{f' of {files_of}' if files_of else ''} could not be downloaded"
+    if code == 401:
+        return (f"{what}: Kaggle rejected the credentials (HTTP 401): create a new API token at {TOKEN_URL} (section "
+                "\"API\") and put it where the old one was, then retry.\nThe one used is wrong, revoked or expired; "
+                "the client uses the first it finds of KAGGLE_API_TOKEN (or ~/.kaggle/access_token), KAGGLE_USERNAME "
+                "and KAGGLE_KEY, ~/.kaggle/kaggle.json.")
+    if code == 403 and link:
+        return f"{what}: the link Kaggle handed out was refused (HTTP 403; links expire): run the same command again."
     if code == 403:
-        return f"{what}: Kaggle refused (HTTP 403): {said}\n{forbidden_hint}"
+        return f"{what}: Kaggle refused (HTTP 403). {forbidden_hint}\nKaggle said: {said}"
+    if code == 404 and link:
+        return f"{what}: nothing is at the link Kaggle handed out (HTTP 404): run the same command again later."
     if code == 404:
-        return f"{what}: Kaggle found no such thing (HTTP 404): {said}"
+        return f"{what}: Kaggle found no such thing (HTTP 404: {said}); check the name, and that your account sees it."
     if code == 429:
-        return f"{what}: Kaggle is limiting this account's requests (HTTP 429): {said}; wait a few minutes and retry."
+        return f"{what}: Kaggle is limiting this account's requests (HTTP 429): wait a few minutes, then retry."
     if code >= 500:
-        return f"{what}: Kaggle failed on its side (HTTP {code}): {said}; retry in a few minutes."
-    return f"{what}: Kaggle answered HTTP {code}: {said}"
+        return f"{what}: Kaggle failed on its side (HTTP {code}: {said}); retry in a few minutes."
+    return f"{what}: Kaggle answered HTTP {code} ({said}); run the same command again later."
 
 
 def _server_message(response) -> str:
@@ -179,7 +190,13 @@ def _server_message(response) -> str:
         body = None
     message = body.get("message") if isinstance(body, dict) else None
     text = message if isinstance(message, str) and message.strip() else response.reason or "no message"
-    return _redact(text.strip())[:500]
+    return _clip(_redact(text), 150)
+
+
+def _clip(text: str, most: int) -> str:
+    """`text` on one line, cut to `most` characters (ending in "...") if it is longer."""
+    text = " ".join(text.split())
+    return text if len(text) <= most else f"{text[:most - 3]}..."
 
 
 def _redact(text: str) -> str:
@@ -260,18 +277,24 @@ def download(data_dir, force: bool = False) -> Path:
     cache_dir = Paths(data_dir=data_dir).cache_dir
     if not force and _already_there(data_dir, cache_dir):
         return data_dir
+    retries = _retries()
     api = client()
+    # competition_download_files leaves download_file's retries at the client's default: pass ours
+    api.download_file = functools.partial(api.download_file, max_retries=retries)
+    doing = f"downloading the {COMPETITION} data (nothing in {data_dir.resolve().name}/ changed)"
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=data_dir))
     try:
         log.info(f"downloading the {COMPETITION} data from Kaggle ...")
-        with calling(f"downloading the {COMPETITION} data", files_of=f"the {COMPETITION} data"):
+        with calling(doing), _retries_told(retries):
             api.competition_download_files(COMPETITION, path=str(staging), force=True, quiet=True)
-        names = _unpack(staging)
         try:
+            names = _unpack(staging)
             train_rows, test_rows = _validate(staging, cache_dir)
         except InputError as err:
-            raise KaggleError(f"the downloaded data failed the checks; {data_dir} was left as it was: {err}") from None
+            sent = str(err).replace(str(staging / data.COMPETITION_ZIP), f"the {data.COMPETITION_ZIP} that Kaggle sent")
+            sent = sent.replace(f"{staging}{os.sep}", "Kaggle's ").replace(str(staging), "the download")
+            raise KaggleError(f"{doing}: {_clip(sent, 180)}; run the same command again.") from None
         for name in names:
             os.replace(staging / name, data_dir / name)
     finally:
@@ -284,19 +307,51 @@ def download(data_dir, force: bool = False) -> Path:
     return data_dir
 
 
+def _retries() -> int:
+    """How often a download cut off mid-file is retried: DIGITS_DOWNLOAD_RETRIES, else RETRIES."""
+    text = os.environ.get("DIGITS_DOWNLOAD_RETRIES", str(RETRIES)).strip()
+    if not text.isdigit():
+        raise InputError(f"DIGITS_DOWNLOAD_RETRIES={text!r}: expected a whole number of retries, such as {RETRIES}")
+    return int(text)
+
+
+@contextlib.contextmanager
+def _retries_told(retries: int):
+    """Log a line each time the client retries a download: it retries silently, but urllib3 logs every request it
+    sends (at DEBUG), and a second GET of the same link is a retry."""
+    fetched = []
+
+    class Told(logging.Handler):
+        def emit(self, record):
+            link = re.search(r'"GET (\S+) ', record.getMessage())
+            if link:
+                if link[1] in fetched:
+                    log.info(f"connection lost, retrying the download ({fetched.count(link[1])} of {retries}) ...")
+                fetched.append(link[1])
+
+    urllib3_log, told = logging.getLogger("urllib3.connectionpool"), Told()
+    level = urllib3_log.level
+    urllib3_log.addHandler(told)
+    urllib3_log.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        urllib3_log.removeHandler(told)
+        urllib3_log.setLevel(level)
+
+
 def _unpack(staging: Path) -> list[str]:
     """Write the competition CSVs as plain files in `staging` (from the zip the client saved, or as saved)."""
     names = []
     for name in DATA_FILES + EXTRA_FILES:
         try:
             source = data.find_csv(staging, name)
-            content = source.read_bytes() if source.member is not None else None
-        except InputError as err:
+        except InputError:
             if name in EXTRA_FILES:
                 continue
-            raise KaggleError(f"the download from Kaggle is unusable: {err}") from None
-        if content is not None:
-            (staging / name).write_bytes(content)
+            raise
+        if source.member is not None:
+            (staging / name).write_bytes(source.read_bytes())
         names.append(name)
     return names
 
@@ -383,13 +438,19 @@ def submit(paths: Paths, file=None, message: str | None = None, wait: float = WA
     record = _record(folder, entry)
     log.info(f"sent: submission {sent.ref}, recorded in {record}")
     if wait <= 0:
-        log.info("scores appear in a minute or two: `make submissions` shows them and records them with the run")
+        log.info(f"scores appear in a minute or two: {_command('submissions')} shows them and records them with "
+                 "the run")
         return entry
     found = wait_for_score(api, sent.ref, wait, poll_interval)
     if found is not None:
         entry = _scored(entry, found)
         _record(folder, entry)
     return _report(entry, wait)
+
+
+def _command(name: str) -> str:
+    """The command `name` as the user runs it: `make NAME` under make (it exports MAKELEVEL), else `digits NAME`."""
+    return f"`{'make' if 'MAKELEVEL' in os.environ else 'digits'} {name}`"
 
 
 def _report(entry: dict, wait: float) -> dict:
@@ -401,7 +462,7 @@ def _report(entry: dict, wait: float) -> dict:
         log.info(f"public score {entry['public_score']}: submission {entry['ref']} ({name})")
     else:
         log.info(f"submission {entry['ref']} ({name}) is still being scored after {wait:g} s; run "
-                 "`make submissions` later to get its score (it is recorded with the run)")
+                 f"{_command('submissions')} later to get its score (it is recorded with the run)")
     return entry
 
 
@@ -447,7 +508,7 @@ def list_submissions(paths: Paths) -> list[dict]:
 def submissions_table(listed) -> str:
     """The submissions as an aligned text table, newest first."""
     if not listed:
-        return f"no submissions to {COMPETITION} yet; send one with `make submit`"
+        return f"no submissions to {COMPETITION} yet; send one with {_command('submit')}"
     rows = [("DATE (UTC)", "REF", "FILE", "STATUS", "PUBLIC", "MESSAGE")]
     for s in listed:
         date = s.date.strftime("%Y-%m-%d %H:%M") if s.date else "-"
