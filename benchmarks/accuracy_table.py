@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from digits import atomic, runs
+from digits import atomic, runs, split
 from digits.config import PROJECT_ROOT, Paths
 
 TABLE_MODULE = PROJECT_ROOT / "src" / "digits" / "plan_table.py"
@@ -71,7 +71,7 @@ def measure(paths: Paths, train, smoke: bool, log=print, points: dict | None = N
                            "seconds": round(time.perf_counter() - started, 1)})
             log(f"[table] {arch} x {epochs} epochs: members {', '.join(f'{a:.2%}' for a in singles)}, "
                 f"pair {pair:.2%}")
-    train_rows = len(np.load(run_dir / runs.HOLDOUT_FILE)["train_index"])
+    train_rows = len(split.load(run_dir).member_rows(0)[0])
     return {"points": found, "train_rows": int(train_rows)}
 
 

@@ -141,8 +141,9 @@ def time_train(config: str, paths: Paths, env: dict, extra=()) -> dict:
     run_dir = paths.models_dir / Path(submission).stem
     metrics = json.loads((run_dir / runs.METRICS_FILE).read_text())
     plan = json.loads((run_dir / runs.MANIFEST_FILE).read_text()).get("budget_plan")
+    members = _member_accuracy(run_dir, paths)
     return {"seconds": seconds, "accuracy": accuracy(submission, paths.answers_csv), "run": run_dir.name,
-            "holdout": metrics["ensemble"]["holdout_accuracy"], "members": len(metrics["members"]),
+            "cv": metrics["cv"], "member_accuracy": float(np.mean(members)), "members": len(metrics["members"]),
             "epochs": [m["epochs_run"] for m in metrics["members"]], "plan": plan}
 
 

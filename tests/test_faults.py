@@ -68,6 +68,9 @@ def test_too_few_rows_for_the_holdout_are_refused(mnist_idx, tmp_path):
 
     assert _keep_rows(paths.data_dir, keep) == 60
     message = _refused(paths)
+    assert "expected at least 12 rows of each digit (one in each of the 12 stratified folds of holdout_fraction " \
+           "0.08), got digits 0, 1, 2, 3, 4, 5, 6, 7, 8 and 9 with 6, 6, 6, 6, 6, 6, 6, 6, 6, 6 row(s)" in message
+    message = _refused(paths, "--set", "holdout=shared")
     assert "expected at least 113 rows for a stratified holdout of 0.08" in message
     assert "got 60 rows (5 for the holdout, 55 for training)" in message
 
@@ -154,7 +157,7 @@ def test_a_run_cut_short_after_training_is_repaired_without_training(mnist_idx, 
     assert _member_files(run_dir) == members, "the repair retrained a member"
 
     # a kill before the ensemble was saved: no metrics, no ensemble probabilities, no submission, no report
-    for name in ("metrics.json", "ensemble_holdout_probs.npy", "ensemble_test_probs.npy", "report.html"):
+    for name in ("metrics.json", "oof.npz", "ensemble_test_probs.npy", "report.html"):
         (run_dir / name).unlink()
     submission.unlink()
     result = run_cli(*TINY, *path_args(paths), check=True, timeout=300)

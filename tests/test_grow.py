@@ -4,6 +4,7 @@ with that many members at once. Flags that cannot apply to a run are refused, sa
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import path_args, paths_under, run_cli
@@ -43,15 +44,16 @@ def test_a_grown_run_has_the_bytes_of_one_trained_at_once(grown, small_data, tmp
     _, once_dir, once_submission = _train(once, small_data, "train", "--config", "tiny", "--set", "members=2")
     for name in ("m00/holdout_probs.npy", "m00/test_probs.npy", "m01/holdout_probs.npy", "m01/test_probs.npy"):
         assert (run_dir / "members" / name).read_bytes() == (once_dir / "members" / name).read_bytes(), name
-    for name in ("ensemble_holdout_probs.npy", "ensemble_test_probs.npy"):
-        assert (run_dir / name).read_bytes() == (once_dir / name).read_bytes(), name
+    assert (run_dir / "ensemble_test_probs.npy").read_bytes() == (once_dir / "ensemble_test_probs.npy").read_bytes()
+    grown_oof, once_oof = np.load(run_dir / "oof.npz"), np.load(once_dir / "oof.npz")
+    assert all(np.array_equal(grown_oof[key], once_oof[key]) for key in ("row", "label", "probs", "members"))
     assert (paths.submissions_dir / f"{run_dir.name}.csv").read_bytes() == once_submission.read_bytes()
     assert json.loads((run_dir / "config.json").read_text()) == json.loads((once_dir / "config.json").read_text())
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["ensemble"]["members"] == [0, 1]
-    assert metrics["ensemble"]["holdout_accuracy"] == json.loads((once_dir / "metrics.json").read_text())[
-        "ensemble"]["holdout_accuracy"]
+    assert metrics["cv"] == json.loads((once_dir / "metrics.json").read_text())["cv"]
+    assert metrics["cv"]["members"] == [0, 1] and metrics["cv"]["folds"] == 12  # the grown member took fold 1
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["config"]["members"] == 2 and manifest["seeds"] == [42000, 42001]
     [growth] = manifest["growths"]

@@ -186,8 +186,8 @@ def test_make_download_train_submit_end_to_end(served_zip, small_data, home, tmp
         (file,) = paths.submissions_dir.glob("*.csv")
         assert sent["content"] == file.read_bytes() and sent["file_name"] == file.name
         run_id = file.stem
-        accuracy = json.loads((paths.models_dir / run_id / "metrics.json").read_text())["ensemble"]["holdout_accuracy"]
-        assert sent["message"] == f"{run_id}: holdout accuracy {accuracy:.4f}"
+        accuracy = json.loads((paths.models_dir / run_id / "metrics.json").read_text())["cv"]["accuracy"]
+        assert sent["message"] == f"{run_id}: CV {accuracy:.4f}"
         score = expected_score(file, small_data / "answers.csv")
         assert f"public score {score}: submission 1000 ({file.name})" in proc.stdout  # `make submit` waited
         (record,) = records(paths.models_dir / run_id)
@@ -632,8 +632,9 @@ def test_loose_kaggle_json_permissions_warn(served_zip, tmp_path):
 def test_default_message_names_the_run_and_its_accuracy(tmp_path):
     paths = paths_under(tmp_path)
     write_json(paths.models_dir / "quick-1234abcd" / "metrics.json", {"ensemble": {"holdout_accuracy": 0.99125}})
-    write_json(paths.models_dir / "quick-1234abcd" / "metrics-m0_2.json", {"ensemble": {"holdout_accuracy": 0.985}})
+    write_json(paths.models_dir / "quick-1234abcd" / "metrics-m0_2.json",
+               {"cv": {"kind": "out-of-fold", "accuracy": 0.985}})
     message = kaggle.default_message
-    assert message(Path("quick-1234abcd.csv"), paths) == "quick-1234abcd: holdout accuracy 0.9912"
-    assert message(Path("quick-1234abcd-m0_2.csv"), paths) == "quick-1234abcd-m0_2: holdout accuracy 0.9850"
+    assert message(Path("quick-1234abcd.csv"), paths) == "quick-1234abcd: holdout accuracy 0.9912"  # an older run
+    assert message(Path("quick-1234abcd-m0_2.csv"), paths) == "quick-1234abcd-m0_2: CV 0.9850"
     assert message(Path("mine.csv"), paths) == "mine"

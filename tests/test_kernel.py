@@ -241,11 +241,10 @@ def test_notebook_trains_on_kaggle_layout(layout, cpu_kernel_dir, small_data, tm
     assert lines[2].startswith("image: Python 3.") and ", TensorFlow 2." in lines[2] and ", CUDA " in lines[2]
     assert sorted(p.name for p in package.glob("*.py")) == sorted(p.name for p in SOURCE_DIR.glob("*.py"))
     assert lines[3].startswith(f"{input_root / layout}: train.csv 2,000 labelled images, test.csv 500 images")
-    assert "holdout: 160 of 2,000 images (8%, stratified by digit, seed 42)" in proc.stdout
+    assert "folds: 12 stratified folds of 2,000 images (seed 42); member i holds out fold i mod 12" in proc.stdout
     figures = [line for line in lines if line.startswith("[figure: ")]  # what Jupyter shows as images
     assert figures == ["[figure: images per digit]", "[figure: member_m00.png]", "[figure: member_m01.png]",
-                       "[figure: confusion_matrix.png]", "[figure: accuracy_by_size.png]",
-                       "[figure: worst_mistakes.png]"]
+                       "[figure: confusion_matrix.png]", "[figure: worst_mistakes.png]"]
     manifest = json.loads(next((working / "runs").glob("*/manifest.json")).read_text())
     assert {"cuda", "cudnn"} <= set(manifest["versions"]) and manifest["host"]["gpu_models"] == []
     done = [json.loads(p.read_text()) for p in (working / "runs").glob("*/members/*/done.json")]

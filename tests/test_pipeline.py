@@ -27,7 +27,10 @@ def test_download_train_ensemble_evaluate(mnist_idx, tmp_path):
     run_dir = paths.models_dir / Path(submission_path).stem
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["members"]) == 2
-    assert metrics["ensemble"]["holdout_rows"] == 160  # 8% of 2,000
+    fold = np.load(run_dir / "holdout.npz")["fold"]
+    cv = metrics["cv"]  # each member holds out its own fold: 12 at 8%, of 166-167 rows
+    assert (cv["kind"], cv["folds"], cv["labelled_rows"], cv["members"]) == ("out-of-fold", 12, 2000, [0, 1])
+    assert cv["rows"] == np.sum(fold <= 1) and 0 < cv["standard_error"] < 0.02
 
     evaluated = run_cli("evaluate", submission_path, "--answers", paths.answers_csv, *path_args(paths), check=True)
     accuracy = float(evaluated.stdout.split()[-1])
@@ -39,6 +42,8 @@ def test_download_train_ensemble_evaluate(mnist_idx, tmp_path):
     assert single_path.endswith("-m1.csv")
     member_probs = np.load(run_dir / "members" / "m01" / "test_probs.npy")
     assert pd.read_csv(single_path)["Label"].tolist() == member_probs.argmax(1).tolist()
+    single_cv = json.loads((run_dir / "metrics-m1.json").read_text())["cv"]  # over member 1's fold only
+    assert single_cv["rows"] == np.sum(fold == 1) and single_cv["members"] == [1]
 
 
 def test_rerunning_a_finished_run_does_not_retrain(trained_run):

@@ -40,7 +40,8 @@ def test_a_pseudo_labelled_run_never_opens_the_answers_and_resumes_to_the_same_b
     assert np.mean(answers[chosen["index"]] == chosen["label"]) > 0.9  # the labels are mostly right
     assert f"{record['test_images']:,} of the 500 test images" in (run_dir / "report.html").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["ensemble"]["holdout_rows"] == 160  # the train rows' 8%, as without pseudo-labels
+    fold = np.load(run_dir / "holdout.npz")["fold"]
+    assert metrics["cv"]["members"] == [0] and metrics["cv"]["rows"] == np.sum(fold == 0)  # the first round's only
     assert [m["index"] for m in metrics["members"]] == [0, 1]  # the submission averages both rounds
 
     reference, reference_csv = paths, open(result.stdout.strip().splitlines()[-1], "rb").read()

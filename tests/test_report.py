@@ -13,7 +13,7 @@ from digits.cli import main
 from digits.errors import InputError
 
 FIGURES = ["train_samples.png", "class_distribution.png", "member_m00.png", "member_m01.png",
-           "confusion_matrix.png", "worst_mistakes.png", "accuracy_by_size.png"]
+           "confusion_matrix.png", "worst_mistakes.png"]  # with folds: no one holdout for "accuracy by size"
 
 
 def check_png(path):
@@ -31,8 +31,8 @@ def test_training_writes_the_report(trained_run):
     for name in FIGURES:
         check_png(run_dir / "figures" / name)
     samples = np.load(run_dir / "train_samples.npz")
-    holdout_rows = len(np.load(run_dir / "holdout.npz")["labels"])
-    assert int(samples["counts"].sum()) == 6000 - holdout_rows
+    fold = np.load(run_dir / "holdout.npz")["fold"]
+    assert int(samples["counts"].sum()) == np.sum(fold != 0)  # member 0's train rows
     assert np.bincount(samples["labels"], minlength=10).tolist() == [10] * 10
     assert samples["pixels"].shape == (100, 784)
 
@@ -52,18 +52,19 @@ def test_report_command_rebuilds_from_saved_files(trained_run, tmp_path, capsys)
     assert len(sources) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "<link" not in page and "<script" not in page  # self-contained: one file, images embedded
     metrics = json.loads((copy / "metrics.json").read_text())
-    assert f"{metrics['ensemble']['holdout_accuracy']:.4f}" in page
+    assert f"CV {metrics['cv']['accuracy']:.4f} +- {metrics['cv']['standard_error']:.4f} (out-of-fold" in page
     for row in metrics["ensemble"]["per_class"]:
         assert f"<td>{row['label']}</td><td>{row['precision']:.4f}</td><td>{row['recall']:.4f}</td>" in page
 
 
-def test_confusion_matrix_sums_to_the_holdout_size(trained_run):
+def test_confusion_matrix_sums_to_the_out_of_fold_rows(trained_run):
     _, run_dir = trained_run
     run = report.load_run(run_dir)
     matrix = report.confusion_matrix(run["labels"], run["probs"].argmax(1))
-    ensemble = json.loads((run_dir / "metrics.json").read_text())["ensemble"]
-    assert matrix.sum() == ensemble["holdout_rows"] == len(np.load(run_dir / "holdout.npz")["labels"])
-    assert np.trace(matrix) / matrix.sum() == pytest.approx(ensemble["holdout_accuracy"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    ensemble, cv = metrics["ensemble"], metrics["cv"]
+    assert matrix.sum() == cv["rows"] == np.sum(np.load(run_dir / "holdout.npz")["fold"] <= 1)  # folds 0 and 1
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(cv["accuracy"])
     recall = np.diag(matrix) / matrix.sum(1)
     assert recall == pytest.approx([row["recall"] for row in ensemble["per_class"]])
 

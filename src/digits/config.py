@@ -60,6 +60,10 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 3e-3
     holdout_fraction: float = 0.08
+    # "folds": the labelled rows fall into int(1 / holdout_fraction) stratified folds and member i holds out fold
+    # i mod K (members see different data; their out-of-fold predictions give a CV over every row). "shared": one
+    # holdout for every member, as runs made before folds existed (src/digits/split.py)
+    holdout: str = "folds"
     max_train_rows: int = 0  # 0 = all rows; smoke tests use a few thousand
     allow_missing_digits: bool = False  # train even if train.csv lacks some digits (refused by default)
     # wall-clock budget for the whole run, e.g. "10m", "90s", "1h"; "" = off. With a budget the trainer measures
@@ -159,6 +163,9 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
         (cfg.batch_size >= 1, "batch_size", "at least 1"),
         (cfg.steps_per_execution >= 1, "steps_per_execution", "at least 1"),
         (0.0 < cfg.holdout_fraction < 0.5, "holdout_fraction", "between 0 and 0.5"),
+        (cfg.holdout in ("folds", "shared"), "holdout", "'folds' or 'shared'"),
+        (cfg.holdout != "folds" or cfg.holdout_fraction <= 1 / 3, "holdout_fraction",
+         "at most 1/3 with holdout 'folds' (at least 3 folds), or use holdout 'shared'"),
         (cfg.learning_rate > 0, "learning_rate", "positive"),
         (cfg.schedule in ("plateau", "onecycle", "constant"), "schedule", "'plateau', 'onecycle' or 'constant'"),
         (0 < cfg.plateau_factor < 1, "plateau_factor", "between 0 and 1"),

@@ -112,10 +112,28 @@ def split_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.sort(train_idx), np.sort(holdout_idx)
 
 
-def check_learnable(name: str, labels: np.ndarray, holdout_fraction: float, allow_missing_digits: bool = False):
+def fold_count(fraction: float) -> int:
+    """K, the folds of a `fraction` holdout: int(1 / fraction), so each fold holds at least that share (12 at 8%)."""
+    return int(1 / fraction + 1e-9)
+
+
+def split_folds(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Each row's fold (0..K-1, K = fold_count(fraction)): stratified by label, seeded."""
+    from sklearn.model_selection import StratifiedKFold
+
+    fold = np.empty(len(labels), np.int8)
+    splitter = StratifiedKFold(n_splits=fold_count(fraction), shuffle=True, random_state=seed)
+    for number, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        fold[held] = number
+    return fold
+
+
+def check_learnable(name: str, labels: np.ndarray, holdout_fraction: float, allow_missing_digits: bool = False,
+                    folds: bool = False):
     """Refuse training rows the recipe cannot learn from, before any model is built (and TensorFlow loads).
 
-    The conditions are scikit-learn's for `split_holdout`, plus every digit 0..9 being present.
+    The conditions are scikit-learn's for `split_holdout` (with `folds`, for `split_folds`: K rows of each digit),
+    plus every digit 0..9 being present.
     """
     counts = np.bincount(labels, minlength=10)
     absent = [d for d in range(10) if counts[d] == 0]
@@ -129,6 +147,12 @@ def check_learnable(name: str, labels: np.ndarray, holdout_fraction: float, allo
                          f"holdout), got 1 row of {_digit_list(single, 'and')}; add rows of "
                          f"{'it' if len(single) == 1 else 'them'}")
     classes = 10 - len(absent)
+    k = fold_count(holdout_fraction)
+    few = [d for d in range(10) if 0 < counts[d] < k]
+    if folds and few:
+        raise InputError(f"{name}: expected at least {k} rows of each digit (one in each of the {k} stratified folds "
+                         f"of holdout_fraction {holdout_fraction:g}), got {_digit_list(few, 'and')} with "
+                         f"{', '.join(str(counts[d]) for d in few)} row(s); add rows, or set holdout = \"shared\"")
     if not _splittable(len(labels), holdout_fraction, classes):
         need = next(n for n in range(2 * classes, 2 * classes + 10 ** 7) if _splittable(n, holdout_fraction, classes))
         held = math.ceil(holdout_fraction * len(labels))

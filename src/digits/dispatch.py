@@ -19,33 +19,32 @@ SLOT_WAIT_S = 60.0  # a worker replacing a dead one waits this long for the dead
 _CLAIM: dict = {}  # in a worker process: the slot it holds for its whole life (its lock's fd, its placement)
 
 
-def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, cluster=None, deadline=None,
-                reserve=0.0):
+def run_members(cfg, inputs, rows_of, run_dir, todo, jobs=1, cluster=None, deadline=None, reserve=0.0):
     """Train the members in `todo`; each writes its own folder, so they are independent.
 
-    With a `deadline` (the run's budget, less one member's `reserve` of seconds for predicting and saving) each
-    member trains until its wave's share of the time left (member_deadline), and a member still to start when the
-    deadline has passed is left for a rerun, unless no member has finished yet: a run always ends with a submission.
+    `rows_of(index)` gives member `index`'s (train rows, holdout rows) of `inputs` (split.Split.member_rows). With a
+    `deadline` (the run's budget, less one member's `reserve` of seconds for predicting and saving) each member trains
+    until its wave's share of the time left (member_deadline), and a member still to start when the deadline has
+    passed is left for a rerun, unless no member has finished yet: a run always ends with a submission.
     """
-    arrays = (
-        inputs.pixels[train_index],
-        inputs.labels[train_index],
-        inputs.pixels[holdout_index],
-        inputs.labels[holdout_index],
-        inputs.test_pixels,
-    )
+    def arrays(index):
+        train_index, holdout_index = rows_of(index)
+        return (inputs.pixels[train_index], inputs.labels[train_index], inputs.pixels[holdout_index],
+                inputs.labels[holdout_index], inputs.test_pixels)
+
     if jobs <= 1 and not cluster:
         from .member import train_member
 
-        rows = epoch_images(cfg, len(train_index))
+        rows = epoch_images(cfg, len(rows_of(0)[0]))
         gpu = next(iter(visible_gpus()), None)  # TensorFlow trains on the first GPU it sees
         for position, index in enumerate(todo):
             if deadline is not None and time.time() >= deadline and (position or len(todo) < cfg.members):
                 log.info(f"budget spent: members {todo[position:]} not trained (rerun the command to train them)")
                 return
             after = len(todo) - position - 1
-            train_member(cfg, index, *arrays, runs.member_dir(run_dir, index), images_after=after * rows * cfg.epochs,
-                         deadline=member_deadline(deadline, after, reserve), ends_by=deadline, gpu=gpu)
+            train_member(cfg, index, *arrays(index), runs.member_dir(run_dir, index),
+                         images_after=after * rows * cfg.epochs, deadline=member_deadline(deadline, after, reserve),
+                         ends_by=deadline, gpu=gpu)
         return
     import joblib
 
@@ -53,8 +52,8 @@ def run_members(cfg, inputs, train_index, holdout_index, run_dir, todo, jobs=1, 
     at_once = jobs if not cluster else len(todo)
     with _backend(cluster, Path(run_dir) / SLOTS_DIR, slots):
         joblib.Parallel(n_jobs=at_once)(
-            joblib.delayed(_train_in_worker)(cfg, index, arrays, str(runs.member_dir(run_dir, index)), 0, deadline,
-                                             (len(todo) - 1 - position) // at_once,
+            joblib.delayed(_train_in_worker)(cfg, index, arrays(index), str(runs.member_dir(run_dir, index)), 0,
+                                             deadline, (len(todo) - 1 - position) // at_once,
                                              str(run_dir) if position >= at_once or len(todo) < cfg.members else None,
                                              reserve)
             for position, index in enumerate(todo)

@@ -1,13 +1,14 @@
-"""Average saved member probabilities into the ensemble, write the submission and the run's metrics."""
+"""Average saved member probabilities into the ensemble, write the submission, the out-of-fold scores and metrics."""
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic, manifest, runs, submission
+from . import atomic, manifest, pseudo, runs, split, submission
 from .config import Paths
 from .errors import InputError
 
@@ -30,7 +31,8 @@ def load_member(run_dir: Path, index: int) -> tuple[dict, np.ndarray, np.ndarray
 
 
 def finish(run_dir: Path, paths: Paths, members: list[int] | None = None) -> dict:
-    """Ensemble `members` (default: all finished), write the submission and metrics; return the metrics."""
+    """Ensemble `members` (default: all finished), write the submission, the OOF probabilities (oof.npz) and metrics;
+    return the metrics."""
     run_dir = Path(run_dir)
     if not (run_dir / runs.HOLDOUT_FILE).is_file():
         raise InputError(f"{run_dir}: not a run folder (no {runs.HOLDOUT_FILE})")
@@ -39,47 +41,50 @@ def finish(run_dir: Path, paths: Paths, members: list[int] | None = None) -> dic
     missing = sorted(set(chosen) - set(available))
     if missing or not chosen:
         raise InputError(f"{run_dir}: members {missing or chosen} not finished (finished: {available})")
-    holdout_labels = np.load(run_dir / runs.HOLDOUT_FILE)["labels"]
-    infos, holdout_probs, test_probs = zip(*(load_member(run_dir, i) for i in chosen), strict=False)
-    ensemble_holdout, ensemble_test = average(list(holdout_probs)), average(list(test_probs))
+    the_split = split.load(run_dir)
+    infos, held_probs, test_probs = zip(*(load_member(run_dir, i) for i in chosen), strict=False)
+    ensemble_test = average(list(test_probs))
+    scored = scored_members(run_dir, the_split, chosen, held_probs)
+    oof = split.out_of_fold(the_split, scored)
     full = members is None or chosen == available
     tag = "" if full else "-m" + "_".join(str(i) for i in chosen)
-    atomic.save_npy(runs.ensemble_probs_file(run_dir, "holdout", tag), ensemble_holdout)
-    atomic.save_npy(runs.ensemble_probs_file(run_dir, "test", tag), ensemble_test)
+    split.save_oof(runs.oof_file(run_dir, tag), the_split, oof)
+    atomic.save_npy(runs.test_probs_file(run_dir, tag), ensemble_test)
     submission_path = submission.write(paths.submissions_dir / f"{run_dir.name}{tag}.csv", ensemble_test.argmax(1))
-    metrics = _metrics(run_dir, list(infos), holdout_labels, list(holdout_probs), ensemble_holdout)
+    metrics = _metrics(run_dir, list(infos), the_split, oof, [i for i, _ in scored], list(held_probs))
     metrics["submission"] = str(submission_path)
     metrics["test_rows"] = int(len(ensemble_test))
     atomic.write_text(runs.metrics_file(run_dir, tag), json.dumps(metrics, indent=2))
-    log.info(f"ensemble of {len(chosen)} member(s): holdout accuracy {metrics['ensemble']['holdout_accuracy']:.4f}")
+    log.info(f"ensemble of {len(chosen)} member(s): {split.describe(metrics['cv'])}")
     return metrics
 
 
-def _metrics(run_dir, infos, holdout_labels, holdout_probs, ensemble_holdout) -> dict:
+def scored_members(run_dir: Path, the_split, chosen: list[int], held_probs) -> list[tuple[int, np.ndarray]]:
+    """(index, held-out probabilities) of the `chosen` members that count in the run's CV: all, but with folds not a
+    second pseudo-label round (it learned from labels made by members that trained on its fold)."""
+    first = pseudo.first_round(run_dir, runs.saved_config(run_dir)) if the_split.folds else math.inf
+    return [(i, probs) for i, probs in zip(chosen, held_probs, strict=True) if i < first]
+
+
+def _metrics(run_dir, infos, the_split, oof, scored, held_probs) -> dict:
     from sklearn.metrics import precision_recall_fscore_support
 
-    predicted = ensemble_holdout.argmax(1)
-    precision, recall, f1, support = precision_recall_fscore_support(holdout_labels, predicted, labels=range(10),
-                                                                     zero_division=0)
-    curve = [
-        float(np.mean(average(holdout_probs[: k + 1]).argmax(1) == holdout_labels)) for k in range(len(holdout_probs))
-    ]
+    labels = the_split.labels[oof["position"]]
+    precision, recall, f1, support = precision_recall_fscore_support(labels, oof["probs"].argmax(1),
+                                                                     labels=range(10), zero_division=0)
+    ensemble = {"members": [i["index"] for i in infos]}
+    if not the_split.folds:  # one holdout for all: the ensemble's accuracy as members are averaged in
+        ensemble["accuracy_by_size"] = [float(np.mean(average(held_probs[: k + 1]).argmax(1) == labels))
+                                        for k in range(len(held_probs))]
+    ensemble["per_class"] = [{"label": d, "precision": float(precision[d]), "recall": float(recall[d]),
+                              "f1": float(f1[d]), "support": int(support[d])} for d in range(10)]
     info = manifest.read(run_dir)
     return {
         "run_id": run_dir.name,
         "config": info.get("config"),
         "members": infos,
-        "ensemble": {
-            "members": [i["index"] for i in infos],
-            "holdout_accuracy": float(np.mean(predicted == holdout_labels)),
-            "holdout_rows": int(len(holdout_labels)),
-            "accuracy_by_size": curve,
-            "per_class": [
-                {"label": d, "precision": float(precision[d]), "recall": float(recall[d]), "f1": float(f1[d]),
-                 "support": int(support[d])}
-                for d in range(10)
-            ],
-        },
+        "cv": split.score(the_split, oof, scored),
+        "ensemble": ensemble,
         "timings": {
             "started": info.get("started"),
             "finished": info.get("finished"),

@@ -373,17 +373,17 @@ def _read_json(path: Path) -> dict:
 
 
 def default_message(path: Path, paths: Paths) -> str:
-    """'<run-id>: holdout accuracy 0.9912' from the run's metrics, else the file name."""
+    """'<run-id>: CV 0.9912' (or 'holdout accuracy 0.9912', a shared holdout's) from the run's metrics, else the file
+    name."""
     stem = Path(path).stem
     run, tag = runs.split_subset(stem)
     candidates = [runs.metrics_file(paths.models_dir / stem)]
     if tag:
         candidates.append(runs.metrics_file(paths.models_dir / run, tag))
     for candidate in candidates:
-        metrics = _read_json(candidate)
-        accuracy = metrics.get("ensemble", {}).get("holdout_accuracy")
-        if isinstance(accuracy, (int, float)):
-            return f"{stem}: holdout accuracy {accuracy:.4f}"
+        cv = runs.cv(_read_json(candidate))
+        if cv and isinstance(cv["accuracy"], (int, float)):
+            return f"{stem}: {'CV' if cv['kind'] == 'out-of-fold' else 'holdout accuracy'} {cv['accuracy']:.4f}"
     return stem
 
 

@@ -169,8 +169,8 @@ def steps(config_name: str, accelerator: str | None, budget: str) -> list[tuple[
         ("data", "**The data.** `train.csv` and `test.csv` from `/kaggle/input`, checked (header, 784 pixel columns of "
                  "0-255, every digit), and the training images per digit.",
          "inputs = digits.notebook.check_data(session)"),
-        ("holdout", "**The holdout split.** A seeded share of `train.csv`, stratified by digit, that scores each "
-                    "member and the ensemble; the members train on the rest.",
+        ("holdout", "**The holdout split.** Seeded and stratified by digit: each member holds out its own fold of "
+                    "`train.csv` (or, with `holdout = \"shared\"`, one holdout for all) and trains on the rest.",
          "digits.notebook.holdout_split(session, inputs)"),
         ("config", config, "digits.notebook.show_config(session)"),
         ("train", f"**Training.** {first} member{at_once}, one line per epoch (speed, loss, holdout accuracy, "
@@ -182,10 +182,10 @@ def steps(config_name: str, accelerator: str | None, budget: str) -> list[tuple[
         ("members", "**Each member's curves.** Loss and accuracy per epoch, on the augmented training images and on "
                     "the holdout, and the learning rate (from each member's `state.json`).",
          "digits.notebook.member_curves(run_dir)"),
-        ("ensemble", "**The ensemble on the holdout.** Its confusion matrix (true digit by row, predicted digit by "
-                     "column) and its accuracy as members are averaged in.",
+        ("ensemble", "**The CV.** Each labelled row predicted by the members that held it out (out-of-fold): its "
+                     "accuracy and confusion matrix (true digit by row, predicted digit by column).",
          "digits.notebook.ensemble_figures(run_dir)"),
-        ("mistakes", "**The worst mistakes.** The holdout images the ensemble got wrong with the most confidence.",
+        ("mistakes", "**The worst mistakes.** The out-of-fold images got wrong with the most confidence.",
          "digits.notebook.worst_mistakes(run_dir)"),
         ("submission", "**The submission.** `/kaggle/working/submission.csv`, the file Kaggle's Submit button takes "
                        "(the run folder is in `/kaggle/working/runs/`).",
@@ -352,8 +352,8 @@ def fetch_output(out_dir, paths: Paths) -> Path:
     if kernel_runs:
         metrics = {**kernel_runs[-1], "submission": str(target), "kernel": meta["id"]}
         atomic.write_text(runs.metrics_file(paths.models_dir / name), json.dumps(metrics, indent=2))
-        value = metrics.get("ensemble", {}).get("holdout_accuracy")
-        accuracy = f", holdout accuracy {value:.4f}" if isinstance(value, (int, float)) else ""
+        cv = runs.cv(metrics)
+        accuracy = f", {cv['kind']} accuracy {cv['accuracy']:.4f}" if cv and cv["accuracy"] is not None else ""
     log.info(f"wrote {target} ({len(labels)} rows{accuracy}) from kernel {meta['id']}; send it with `make submit`")
     return target
 

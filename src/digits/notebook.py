@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, budget, data, kernel, logs, manifest, report, runs, train
+from . import __version__, budget, data, kernel, logs, manifest, report, runs, split, train
 from .config import EMBEDDED_CONFIGS, Paths, TrainConfig, describe_schedule, kaggle_paths, load_config
 from .errors import DigitsError
 
@@ -93,7 +93,7 @@ def check_data(session: Session) -> train.Inputs:
     cfg, paths = session.cfg, session.paths
     inputs = train.load_inputs(paths, cfg.max_train_rows)
     data.check_learnable(data.find_csv(paths.data_dir, "train.csv").name, inputs.labels, cfg.holdout_fraction,
-                         cfg.allow_missing_digits)
+                         cfg.allow_missing_digits, cfg.holdout == "folds")
     counts = np.bincount(inputs.labels, minlength=10)
     print(f"{paths.data_dir}: train.csv {len(inputs.labels):,} labelled images, test.csv {len(inputs.test_pixels):,} "
           "images, 28x28 pixels of 0-255: checked")
@@ -119,15 +119,22 @@ def _balance_png(counts: np.ndarray) -> bytes:
 
 @step
 def holdout_split(session: Session, inputs: train.Inputs) -> None:
-    """The holdout every member and the ensemble are scored on: the seeded, stratified split `train` makes."""
+    """What each member holds out: its own stratified fold (folds), or one holdout for all (shared), as `train`
+    splits the rows."""
     import pandas as pd
 
     cfg, labels = session.cfg, inputs.labels
-    train_index, holdout_index = data.split_holdout(labels, cfg.holdout_fraction, cfg.seed)
-    print(f"holdout: {len(holdout_index):,} of {len(labels):,} images ({cfg.holdout_fraction:.0%}, stratified by "
-          f"digit, seed {cfg.seed}); the members train on the other {len(train_index):,}")
-    counts = {"train": np.bincount(labels[train_index], minlength=10),
-              "holdout": np.bincount(labels[holdout_index], minlength=10)}
+    if cfg.holdout == "folds":
+        fold = data.split_folds(labels, cfg.holdout_fraction, cfg.seed)
+        print(f"folds: {fold.max() + 1} stratified folds of {len(labels):,} images (seed {cfg.seed}); member i holds "
+              f"out fold i mod {fold.max() + 1} and trains on the rest; the members' out-of-fold predictions give a CV")
+        counts = {f"fold {k}": np.bincount(labels[fold == k], minlength=10) for k in range(fold.max() + 1)}
+    else:
+        train_index, holdout_index = data.split_holdout(labels, cfg.holdout_fraction, cfg.seed)
+        print(f"holdout: {len(holdout_index):,} of {len(labels):,} images ({cfg.holdout_fraction:.0%}, stratified by "
+              f"digit, seed {cfg.seed}); the members train on the other {len(train_index):,}")
+        counts = {"train": np.bincount(labels[train_index], minlength=10),
+                  "holdout": np.bincount(labels[holdout_index], minlength=10)}
     show_table(pd.DataFrame(counts).T.rename_axis("digit", axis=1))
 
 
@@ -172,7 +179,8 @@ def _metrics(run_dir: Path) -> dict:
 
 @step
 def member_curves(run_dir: Path) -> None:
-    """Each member's holdout accuracy and time, then its loss, accuracy and learning rate per epoch."""
+    """Each member's accuracy on what it held out and its time, then its loss, accuracy and learning rate per
+    epoch."""
     import pandas as pd
 
     members = _metrics(run_dir)["members"]
@@ -185,17 +193,17 @@ def member_curves(run_dir: Path) -> None:
 
 @step
 def ensemble_figures(run_dir: Path) -> None:
-    """The ensemble's holdout confusion matrix, and its accuracy as members are averaged in."""
-    ensemble = _metrics(run_dir)["ensemble"]
-    print(f"ensemble of {len(ensemble['members'])} member(s): holdout accuracy {ensemble['holdout_accuracy']:.4f} "
-          f"on {ensemble['holdout_rows']:,} images")
+    """The run's CV (out-of-fold, or its shared holdout), its confusion matrix, and with a shared holdout the
+    ensemble's accuracy as members are averaged in."""
+    metrics = _metrics(run_dir)
+    print(f"ensemble of {len(metrics['ensemble']['members'])} member(s): {split.describe(metrics['cv'])}")
     for path in _figures(run_dir, "confusion_matrix", "accuracy_by_size"):
         show_png(path.read_bytes(), path.name)
 
 
 @step
 def worst_mistakes(run_dir: Path) -> None:
-    """The holdout images the ensemble got wrong with the most confidence."""
+    """The out-of-fold (or holdout) images got wrong with the most confidence."""
     for path in _figures(run_dir, "worst_mistakes"):
         show_png(path.read_bytes(), path.name)
 

@@ -1,4 +1,5 @@
-"""`digits runs`: one row per run folder, newest first: members, nets, accuracy, minutes, state and submission."""
+"""`digits runs`: one row per run folder, newest first: members, nets, CV and test accuracy, minutes, state and
+submission."""
 
 import json
 from pathlib import Path
@@ -8,7 +9,7 @@ from .config import Paths
 from .errors import InputError
 
 COLUMNS = [("run", "RUN"), ("config", "CONFIG"), ("members", "MEMBERS"), ("nets", "NETS"),
-           ("holdout_accuracy", "HOLDOUT"), ("test_accuracy", "TEST"), ("train_minutes", "MINUTES"),
+           ("cv", "CV"), ("test_accuracy", "TEST"), ("train_minutes", "MINUTES"),
            ("state", "STATE"), ("submission", "SUBMISSION"), ("public_score", "PUBLIC")]
 
 
@@ -19,7 +20,7 @@ def rows(paths: Paths) -> list[dict]:
 
 
 def _row(run_dir: Path, answers: Path | None) -> dict:
-    cfg = train.saved_config(run_dir)
+    cfg = runs.saved_config(run_dir)
     done = [i for i in runs.finished_members(run_dir) if i < cfg.members]
     metrics_path = runs.metrics_file(run_dir)
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -31,7 +32,7 @@ def _row(run_dir: Path, answers: Path | None) -> dict:
         "members_done": len(done),
         "members_planned": cfg.members,
         "nets": sorted(set(describe.member_architectures(cfg))),
-        "holdout_accuracy": metrics.get("ensemble", {}).get("holdout_accuracy"),
+        "cv": runs.cv(metrics),  # out-of-fold (a member's estimate), or a shared holdout's (the ensemble's)
         "test_accuracy": _test_accuracy(path, answers),
         "train_minutes": round(sum(_train_seconds(run_dir, i) for i in range(cfg.members)) / 60, 2),
         "state": state(run_dir, cfg.members),
@@ -90,8 +91,10 @@ def _cell(key: str, row: dict) -> str:
     if key == "members":
         return f"{row['members_done']}/{row['members_planned']}"
     value = row[key]
-    if value is None:
+    if value is None or key == "cv" and value["accuracy"] is None:
         return "-"
+    if key == "cv":  # a shared holdout's score is the ensemble's, not a CV: say so
+        return f"{value['accuracy']:.4f}" + (" (holdout)" if value["kind"] == "holdout" else "")
     if key == "nets":
         return ",".join(value)
     if key.endswith("accuracy"):

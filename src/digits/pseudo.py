@@ -2,9 +2,10 @@
 
 Kaggle gives every competitor test.csv's 28,000 unlabelled images. With `pseudo_label`, the run's first members
 (half, rounded up) train as usual; their averaged test probabilities then label each test image whose top
-probability reaches `pseudo_threshold`; the other members train on the train rows plus those images. The holdout
-rows and their scores are untouched, and answers.csv is never read. The choice is saved once (pseudo.npz), so a
-rerun, a resumed member or a grown run trains on the same rows.
+probability reaches `pseudo_threshold`; the other members train on their train rows plus those images. The holdout
+rows and their scores are untouched, and answers.csv is never read. With folds, the run's CV counts the first round
+only: the second learned from labels made by members that trained on its held-out fold. The choice is saved once
+(pseudo.npz), so a rerun, a resumed member or a grown run trains on the same rows.
 """
 
 import dataclasses
@@ -52,11 +53,17 @@ def choose(run_dir: Path, cfg: TrainConfig, first: int) -> dict:
     return {"index": chosen["index"], "label": chosen["label"]}
 
 
-def second_round(cfg: TrainConfig, pixels: np.ndarray, labels: np.ndarray, test_pixels: np.ndarray,
-                 train_index: np.ndarray, chosen: dict) -> tuple:
-    """(config, pixels, labels, train_index) for the second round: the chosen test images appended to the train rows,
-    and epochs as long as the first round's in images, so that each member costs the same time."""
+def second_round(cfg: TrainConfig, pixels: np.ndarray, labels: np.ndarray, test_pixels: np.ndarray, rows_of,
+                 chosen: dict) -> tuple:
+    """(config, pixels, labels, rows_of) for the second round: the chosen test images appended to each member's train
+    rows (`rows_of(index)`: its train and holdout rows), and epochs as long as the first round's in images, so that
+    each member costs the same time."""
     added = np.arange(len(pixels), len(pixels) + len(chosen["index"]))
-    cfg = dataclasses.replace(cfg, epoch_rows=cfg.epoch_rows or len(train_index))
+    cfg = dataclasses.replace(cfg, epoch_rows=cfg.epoch_rows or len(rows_of(0)[0]))
+
+    def second_rows(index):
+        train_index, holdout_index = rows_of(index)
+        return np.concatenate([train_index, added]), holdout_index
+
     return (cfg, np.concatenate([pixels, test_pixels[chosen["index"]]]),
-            np.concatenate([labels, chosen["label"].astype(labels.dtype)]), np.concatenate([train_index, added]))
+            np.concatenate([labels, chosen["label"].astype(labels.dtype)]), second_rows)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, manifest, runs
+from . import atomic, manifest, runs, split
 from .errors import InputError
 
 SAMPLES_PER_CLASS = 10
@@ -47,14 +47,17 @@ def outputs(run_dir: Path) -> list[Path]:
 
 def _figures(run) -> list[tuple]:
     """(file name, caption, drawing function) of each figure of the report."""
+    scored = "Out-of-fold (each row predicted by the members that held it out)" if run["folds"] else \
+        "Ensemble, on the holdout"
+    by_size = "accuracy_by_size" in run["metrics"]["ensemble"]  # a shared holdout: one set of rows for all members
     return [
         ("train_samples.png", "Training data: random samples of each digit", _samples_figure),
         ("class_distribution.png", "Training data: images per digit", _distribution_figure),
         *[(f"member_m{m['index']:02d}.png", f"Member {m['index']} ({m['architecture']}): training history",
            _member_figure(m)) for m in run["members"] if m["history"]],
-        ("confusion_matrix.png", "Ensemble: holdout confusion matrix", _confusion_figure),
-        ("worst_mistakes.png", "Ensemble: most confident holdout mistakes", _mistakes_figure),
-        ("accuracy_by_size.png", "Ensemble size versus holdout accuracy", _size_figure),
+        ("confusion_matrix.png", f"{scored}: confusion matrix", _confusion_figure),
+        ("worst_mistakes.png", f"{scored}: most confident mistakes", _mistakes_figure),
+        *([("accuracy_by_size.png", "Ensemble size versus holdout accuracy", _size_figure)] if by_size else []),
     ]
 
 
@@ -70,12 +73,10 @@ def load_run(run_dir: Path) -> dict:
     config = runs.read_config(run_dir)
     unfinished = "the run has not finished; finish it with `digits train --resume RUN`"
     metrics = json.loads(_need(run_dir / runs.METRICS_FILE, unfinished).read_text())
-    holdout = np.load(_need(run_dir / runs.HOLDOUT_FILE, "not a run folder"))
-    probs_file = _need(runs.ensemble_probs_file(run_dir, "holdout"), unfinished)
-    probs = np.load(probs_file)
-    labels = holdout["labels"].astype(np.int64)
-    if len(probs) != len(labels):
-        raise InputError(f"{run_dir}: {probs_file.name} has {len(probs)} rows, {runs.HOLDOUT_FILE} {len(labels)}")
+    _need(run_dir / runs.HOLDOUT_FILE, "not a run folder")
+    the_split, oof = split.load(run_dir), np.load(_need(runs.oof_file(run_dir), unfinished))
+    position = np.searchsorted(the_split.rows, oof["row"])  # the scored rows' places in the split
+    labels, probs = oof["label"].astype(np.int64), oof["probs"]
     members = []
     for info in metrics["members"]:
         state_file = runs.member_dir(run_dir, info["index"]) / runs.STATE_FILE
@@ -83,8 +84,9 @@ def load_run(run_dir: Path) -> dict:
         members.append({**info, "history": history})
     samples_file = run_dir / runs.SAMPLES_FILE
     samples = dict(np.load(samples_file)) if samples_file.is_file() else None
-    return {"dir": run_dir, "metrics": metrics, "config": config, "labels": labels, "pixels": holdout["pixels"],
-            "probs": probs, "members": members, "samples": samples,
+    return {"dir": run_dir, "metrics": metrics, "config": config, "labels": labels,
+            "pixels": the_split.pixels[position], "probs": probs, "members": members, "samples": samples,
+            "folds": the_split.folds, "scored": "out-of-fold" if the_split.folds else "holdout",
             "pseudo": manifest.read(run_dir).get("pseudo_label")}
 
 
@@ -148,7 +150,7 @@ def _samples_figure(fig, run):
 
 
 def _distribution_figure(fig, run):
-    groups = [("holdout", np.bincount(run["labels"], minlength=10))]
+    groups = [(run["scored"], np.bincount(run["labels"], minlength=10))]
     if run["samples"] is not None:
         groups.insert(0, ("training", run["samples"]["counts"]))
     fig.set_size_inches(5 * len(groups) + 1, 4)
@@ -210,7 +212,7 @@ def _confusion_figure(fig, run):
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
     accuracy = np.trace(matrix) / max(1, matrix.sum())
-    ax.set_title(f"Holdout confusion matrix: {matrix.sum():,} images, accuracy {accuracy:.4f}")
+    ax.set_title(f"{run['scored'].capitalize()} confusion matrix: {matrix.sum():,} images, accuracy {accuracy:.4f}")
     fig.colorbar(shown, ax=ax, shrink=0.8, label="images")
 
 
@@ -221,7 +223,7 @@ def _mistakes_figure(fig, run):
     worst = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:WORST_MISTAKES]
     if len(worst) == 0:
         fig.set_size_inches(6, 2)
-        fig.text(0.5, 0.5, "No holdout mistakes", ha="center", va="center", fontsize=14)
+        fig.text(0.5, 0.5, f"No {run['scored']} mistakes", ha="center", va="center", fontsize=14)
         return
     columns = min(8, len(worst))
     rows = -(-len(worst) // columns)
@@ -229,7 +231,7 @@ def _mistakes_figure(fig, run):
     titles = [f"true {labels[i]}, pred {predicted[i]}\n{probs[i, predicted[i]]:.1%} sure" for i in worst]
     _image_grid(fig, run["pixels"][worst], titles, columns)
     shown = f"The {len(worst)} most confident of" if len(worst) < len(wrong) else "All"
-    fig.suptitle(f"{shown} {len(wrong)} holdout mistakes (image, true and predicted digit, confidence)")
+    fig.suptitle(f"{shown} {len(wrong)} {run['scored']} mistakes (image, true and predicted digit, confidence)")
 
 
 def _size_figure(fig, run):
@@ -256,9 +258,9 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def _html(run, figures) -> str:
     metrics, ens = run["metrics"], run["metrics"]["ensemble"]
-    summary = _table(["run", "config", "members", "holdout images", "holdout accuracy", "train seconds"], [[
-        metrics["run_id"], run["config"].get("name", ""), len(run["members"]),
-        ens["holdout_rows"], f"{ens['holdout_accuracy']:.4f}", metrics["timings"]["train_seconds"]]])
+    summary = _table(["run", "config", "members", "train seconds"], [[
+        metrics["run_id"], run["config"].get("name", ""), len(run["members"]), metrics["timings"]["train_seconds"]]])
+    summary += f"<p>{html.escape(split.describe(metrics['cv']))}</p>"
     members = _table(["member", "architecture", "epochs run", "holdout accuracy", "train seconds"], [
         [m["index"], m["architecture"], m.get("epochs_run", ""),
          f"{m['holdout_accuracy']:.4f}", m.get("train_seconds", "")] for m in run["members"]])
@@ -266,7 +268,8 @@ def _html(run, figures) -> str:
         [c["label"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
         for c in ens["per_class"]])
     by_size = _table(["members averaged", "holdout accuracy"], [
-        [k, f"{a:.4f}"] for k, a in enumerate(ens["accuracy_by_size"], start=1)])
+        [k, f"{a:.4f}"] for k, a in enumerate(ens["accuracy_by_size"], start=1)]) if "accuracy_by_size" in ens else ""
+    by_size = f"<h2>Ensemble size</h2>{by_size}" if by_size else ""
     pseudo = run["pseudo"]
     if pseudo:
         first = pseudo["first_round"]
@@ -284,5 +287,5 @@ def _html(run, figures) -> str:
              "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}img{max-width:100%}"
              "figure{margin:2em 0}figcaption{color:#555}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
-            f"</head><body><h1>{title}</h1>{summary}<h2>Members</h2>{members}<h2>Per digit (ensemble, holdout)</h2>"
-            f"{per_class}<h2>Ensemble size</h2>{by_size}<h2>Figures</h2>{''.join(blocks)}</body></html>\n")
+            f"</head><body><h1>{title}</h1>{summary}<h2>Members</h2>{members}<h2>Per digit ({run['scored']})</h2>"
+            f"{per_class}{by_size}<h2>Figures</h2>{''.join(blocks)}</body></html>\n")

@@ -4,22 +4,24 @@ import json
 import re
 from pathlib import Path
 
+from .config import TrainConfig, apply_overrides
 from .errors import InputError
 
 CONFIG_FILE = "config.json"  # written last when a run starts: its presence makes a folder a run folder
 MANIFEST_FILE = "manifest.json"
-HOLDOUT_FILE = "holdout.npz"
+HOLDOUT_FILE = "holdout.npz"  # the split (src/digits/split.py), with the labels and pixels of the rows it scores
 SAMPLES_FILE = "train_samples.npz"
 PSEUDO_FILE = "pseudo.npz"  # with pseudo_label: the test images the second round learns from, and their labels
 LOCK_FILE = "train.lock"
 METRICS_FILE = "metrics.json"
+OOF_FILE = "oof.npz"  # the members' out-of-fold (or shared-holdout) probabilities, averaged per row
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 MEMBERS_DIR = "members"
 # in each member's folder
 STATE_FILE = "state.json"
 MODEL_FILE = "model.keras"
-HOLDOUT_PROBS_FILE = "holdout_probs.npy"
+HOLDOUT_PROBS_FILE = "holdout_probs.npy"  # on the rows the member held out
 TEST_PROBS_FILE = "test_probs.npy"
 DONE_FILE = "done.json"  # written last when a member finishes
 TENSORBOARD_DIR = "tensorboard"
@@ -63,17 +65,41 @@ def metrics_file(run_dir, tag: str = "") -> Path:
     return Path(run_dir) / f"metrics{tag}.json"
 
 
-def ensemble_probs_file(run_dir, split: str, tag: str = "") -> Path:
-    """The ensemble's probabilities on `split` ('holdout' or 'test'), tagged like `metrics_file`."""
-    return Path(run_dir) / f"ensemble_{split}_probs{tag}.npy"
+def test_probs_file(run_dir, tag: str = "") -> Path:
+    """The ensemble's test probabilities, tagged like `metrics_file`."""
+    return Path(run_dir) / f"ensemble_test_probs{tag}.npy"
+
+
+def oof_file(run_dir, tag: str = "") -> Path:
+    """oof.npz, tagged like `metrics_file`."""
+    return Path(run_dir) / OOF_FILE.replace(".npz", f"{tag}.npz")
+
+
+def cv(metrics: dict) -> dict | None:
+    """The validation score in a run's or blend's metrics (src/digits/split.py's `score`); from metrics written before
+    CV existed, their shared holdout's; None if there is none."""
+    if "cv" in metrics:
+        return metrics["cv"]
+    ensemble = metrics.get("ensemble", {})
+    if "holdout_accuracy" in ensemble:
+        return {"kind": "holdout", "accuracy": ensemble["holdout_accuracy"], "rows": ensemble.get("holdout_rows")}
+    return None
 
 
 def read_config(run_dir) -> dict:
-    """The config a run folder was started with, as saved; InputError if it is not a run folder."""
+    """The config a run folder was started with, as saved; InputError if it is not a run folder.
+
+    A run saved before folds existed has no `holdout` field: it had one shared holdout, and reads as it was written.
+    """
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise InputError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
-    return json.loads(path.read_text())
+    return {"holdout": "shared", **json.loads(path.read_text())}
+
+
+def saved_config(run_dir) -> TrainConfig:
+    """The config a run folder was started with (after any budget plan)."""
+    return apply_overrides(TrainConfig(), read_config(run_dir), str(Path(run_dir) / CONFIG_FILE))
 
 
 def resolve(run, models_dir) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, budget, data, describe, dispatch, ensemble, manifest, pseudo, report, runs
+from . import atomic, budget, data, describe, dispatch, ensemble, manifest, pseudo, report, runs, split
 from .config import Paths, TrainConfig, apply_overrides, budget_seconds, describe_schedule, epoch_images
 from .errors import DigitsError, InputError
 from .gpus import gpu_count
@@ -76,7 +76,7 @@ def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, clu
         _clear_run_dir(run_dir)
     plan = None
     if (run_dir / runs.CONFIG_FILE).is_file():
-        cfg = saved_config(run_dir)  # a rerun keeps the plan (members, epochs) the run started with
+        cfg = runs.saved_config(run_dir)  # a rerun keeps the plan (members, epochs) the run started with
         if grow:
             cfg, plan = _grow(run_dir, cfg, grow, inputs, started)
         if runs.is_complete(run_dir, cfg.members):
@@ -87,19 +87,21 @@ def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, clu
         cfg = budget.without_budget(cfg)
     jobs = _members_at_once(jobs, cfg, run_dir, plan, cluster)
     _prepare_run_dir(run_dir, cfg, inputs, started, plan, jobs)
-    holdout = np.load(run_dir / runs.HOLDOUT_FILE)
-    each = f" of {epoch_images(cfg, len(holdout['train_index'])):,} images" if cfg.epoch_rows else ""
+    the_split = split.load(run_dir)
+    each = f" of {epoch_images(cfg, len(the_split.member_rows(0)[0])):,} images" if cfg.epoch_rows else ""
     seconds = budget_seconds(grow.budget if grow and grow.budget else cfg.budget)
     epochs = f"{cfg.epochs} epochs{each}" + (" at most (fewer if its share of the budget ends first)"
                                              if seconds else "")
+    held = (f"member i holds out fold i mod {the_split.folds} of {the_split.folds} stratified folds"
+            if the_split.folds else f"one holdout of {len(the_split.rows):,} rows for every member")
     log.info(f"run {run_id}: {cfg.members} member(s) of {', '.join(cfg.architectures)}, {epochs}, "
-             f"{len(inputs.labels)} rows, schedule {describe_schedule(cfg)}")
+             f"{len(inputs.labels)} rows ({held}), schedule {describe_schedule(cfg)}")
     todo = runs.unfinished_members(run_dir, cfg.members)
     deadline, reserve = None, 0.0
     if seconds:
         reserve = (plan["member_seconds"] - plan["epochs"] * plan["epoch_seconds"]) if plan else 0.0
         deadline = started + seconds - budget.FINISH_SECONDS - reserve
-    if not _train_rounds(cfg, inputs, holdout, run_dir, todo, jobs, cluster, deadline, reserve):
+    if not _train_rounds(cfg, inputs, the_split, run_dir, todo, jobs, cluster, deadline, reserve):
         log.info(f"run {run_id}: the first round's members are not all trained, so the second round waits "
                  "(rerun the command to go on)")
     manifest.finish(run_dir)
@@ -108,25 +110,24 @@ def _train_locked(cfg, paths, inputs, run_id, run_dir, started, force, jobs, clu
     return metrics
 
 
-def _train_rounds(cfg, inputs, holdout, run_dir, todo, jobs, cluster, deadline, reserve) -> bool:
+def _train_rounds(cfg, inputs, the_split, run_dir, todo, jobs, cluster, deadline, reserve) -> bool:
     """Train the members in `todo`: the first round, then, with pseudo_label, the second on the train rows plus the
     test images the first round labelled (src/digits/pseudo.py). False if the second round could not start."""
     first = pseudo.first_round(run_dir, cfg)
     now, todo_first = time.time(), [i for i in todo if i < first]
     # the first round's share of the budget: its members' share of those left to train
     first_deadline = deadline if deadline is None else now + (deadline - now) * len(todo_first) / max(1, len(todo))
-    dispatch.run_members(cfg, inputs, holdout["train_index"], holdout["holdout_index"], run_dir, todo_first, jobs,
-                         cluster, deadline=first_deadline, reserve=reserve)
+    dispatch.run_members(cfg, inputs, the_split.member_rows, run_dir, todo_first, jobs, cluster,
+                         deadline=first_deadline, reserve=reserve)
     if first == cfg.members:
         return True
     if runs.unfinished_members(run_dir, first):
         return False
     chosen = pseudo.choose(run_dir, cfg, first)
-    second, pixels, labels, train_index = pseudo.second_round(cfg, inputs.pixels, inputs.labels, inputs.test_pixels,
-                                                              holdout["train_index"], chosen)
-    dispatch.run_members(second, dataclasses.replace(inputs, pixels=pixels, labels=labels), train_index,
-                         holdout["holdout_index"], run_dir, [i for i in todo if i >= first], jobs, cluster,
-                         deadline=deadline, reserve=reserve)
+    second, pixels, labels, rows_of = pseudo.second_round(cfg, inputs.pixels, inputs.labels, inputs.test_pixels,
+                                                          the_split.member_rows, chosen)
+    dispatch.run_members(second, dataclasses.replace(inputs, pixels=pixels, labels=labels), rows_of, run_dir,
+                         [i for i in todo if i >= first], jobs, cluster, deadline=deadline, reserve=reserve)
     return True
 
 
@@ -145,7 +146,7 @@ def _members_at_once(jobs, cfg: TrainConfig, run_dir: Path, plan: dict | None, c
 
 def resume(run_dir: Path, paths: Paths, *, changes=None, budget="", force=False, **kwargs) -> dict:
     """Continue the run in `run_dir` with its saved config; `changes` (more members) or a `budget` grow it first."""
-    cfg, grow = saved_config(run_dir), Growth(dict(changes or {}), budget) if changes or budget else None
+    cfg, grow = runs.saved_config(run_dir), Growth(dict(changes or {}), budget) if changes or budget else None
     if budget and not budget_seconds(budget):
         raise InputError(f"--budget {budget!r}: expected a duration such as '10m', '90s' or '1.5h'")
     if grow and budget and "members" in grow.changes:
@@ -205,17 +206,12 @@ def _grown_config(cfg: TrainConfig, changes: dict, where: str) -> TrainConfig:
     return grown
 
 
-def saved_config(run_dir: Path) -> TrainConfig:
-    """The config a run folder was started with (after any budget plan)."""
-    return apply_overrides(TrainConfig(), runs.read_config(run_dir), str(Path(run_dir) / runs.CONFIG_FILE))
-
-
 def _check_learnable(cfg: TrainConfig, paths: Paths, inputs: Inputs):
     """Refuse rows the recipe cannot learn from, naming train.csv (and the row limit, if one cut it)."""
     name = data.find_csv(paths.data_dir, "train.csv").name
     if cfg.max_train_rows and len(inputs.labels) == cfg.max_train_rows:
         name += f" (its first {cfg.max_train_rows} rows: max_train_rows)"
-    data.check_learnable(name, inputs.labels, cfg.holdout_fraction, cfg.allow_missing_digits)
+    data.check_learnable(name, inputs.labels, cfg.holdout_fraction, cfg.allow_missing_digits, cfg.holdout == "folds")
 
 
 @contextlib.contextmanager
@@ -312,15 +308,15 @@ def _check_same_data(run_dir: Path, inputs: Inputs):
 
 
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, inputs: Inputs, started: float, plan: dict | None, jobs: int):
-    """Write the config, holdout split and manifest once; on resume check the data is unchanged."""
+    """Write the config, the split (a shared holdout or folds) and manifest once; on resume check the data is
+    unchanged."""
     config_file = run_dir / runs.CONFIG_FILE
     if config_file.is_file():
         _check_same_data(run_dir, inputs)
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_index, holdout_index = data.split_holdout(inputs.labels, cfg.holdout_fraction, cfg.seed)
-    atomic.save_npz(run_dir / runs.HOLDOUT_FILE, train_index=train_index, holdout_index=holdout_index,
-                    labels=inputs.labels[holdout_index], pixels=inputs.pixels[holdout_index])
+    split.create(run_dir, cfg, inputs.pixels, inputs.labels)
+    train_index = split.load(run_dir).member_rows(0)[0]
     report.save_train_samples(run_dir, inputs.pixels[train_index], inputs.labels[train_index], cfg.seed)
     manifest.start(run_dir, cfg, inputs.sha256, started, plan, jobs)
     atomic.write_text(config_file, json.dumps(cfg.to_dict(), indent=2))
