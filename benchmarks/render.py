@@ -98,8 +98,8 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
              "training never reads. Wall time runs from starting `digits train` to the validated submission (the "
              "demo: from building the CSVs to the score). Every config trains with `ReduceLROnPlateau`; `quick` and "
              "the demo plan members and epochs from a time budget measured on the machine they run on.", ""]
-    demo = ["| CPU | layout | accuracy (test) | wall time | members x epochs | target | pass | measured |",
-            "|---|---|---|---|---|---|---|---|"]  # README's demo section
+    demo = ["| CPU | layout | accuracy (test) | CV | wall time | members x epochs | target | pass | measured |",
+            "|---|---|---|---|---|---|---|---|---|"]  # README's demo section
     recipes = {r: [f"`{r}`", f"{stored[c][r]['figures']['reported']:.2%}"] for c in stored for r in RECIPES
                if r in stored[c]}  # README: a row per recipe, the author's figure, then each class's
     recipe_header = ["config", "author's accuracy"]
@@ -139,7 +139,7 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
                 if row == "demo":
                     cells = [c.strip() for c in line.split("|")[1:-1]]
                     demo.append(f"| {CLASS_TITLES[cls]} | {layout_text(data[row]['figures'])} | {cells[1]} | "
-                                f"{cells[2]} s | {cells[4]} | {cells[5]} | "
+                                f"{cv_text(data[row]['figures'][-1])} | {cells[2]} s | {cells[4]} | {cells[5]} | "
                                 f"{verdict} | {cells[7]} |")
             elif cls in TARGETS[row].get("classes", (cls,)):
                 lines.append(f"| `{row}` | not measured yet | | | | | | |")
@@ -358,6 +358,24 @@ def _plan_text(plan: dict, trained=()) -> str:
     return f"{plan['members']} x {plan['epochs']} ep{ran} of {plan['architecture']}{at_once}"
 
 
+def cv_text(run: dict) -> str:
+    """A run's CV with its rows and standard error; a shared holdout's accuracy, so labelled; '' if not recorded."""
+    cv = run.get("cv")
+    if not cv:
+        return f"holdout {run['holdout']:.2%}" if run.get("holdout") else ""
+    kind = "" if cv["kind"] == "out-of-fold" else "holdout "
+    return f"{kind}{cv['accuracy']:.2%} ± {cv['standard_error']:.2%} ({cv['rows']:,} rows)"
+
+
+def cv_honest(run: dict, test_rows: int = 28_000) -> str:
+    """Whether an out-of-fold CV is within 2 standard errors of the mean member's test score ('' if not measured)."""
+    cv, member = run.get("cv"), run.get("member_accuracy")
+    if not cv or cv["kind"] != "out-of-fold" or member is None:
+        return ""
+    error = (cv["standard_error"] ** 2 + member * (1 - member) / test_rows) ** 0.5
+    return f"{'yes' if abs(cv['accuracy'] - member) <= 2 * error else 'NO'} ({cv['accuracy'] - member:+.2%})"
+
+
 def render_curve(stored: dict) -> tuple[list[str], list[str]]:
     """BENCHMARKS.md's curve section and README's short table ("What to expect on your machine")."""
     points = curve_points(stored)
@@ -370,13 +388,17 @@ def render_curve(stored: dict) -> tuple[list[str], list[str]]:
              f"each point also says how many minutes it stands for on a slow AVX2 laptop (the strong net at "
              f"{SLOW_LAPTOP} img/s, measured on a real 2-core Zen 3 EPYC). The recipe beside each point is the most "
              "accurate tutorial recipe whose wall time fits the budget, from the recipe table of the same class below "
-             "(MNIST's official split, 55,200 training rows, measured on the date and machine that table names).",
+             "(MNIST's official split, 55,200 training rows, measured on the date and machine that table names). "
+             "CV is the run's out-of-fold accuracy over the labelled rows its members held out, ± its standard error: "
+             "it estimates one member, so it stands beside the mean member's test accuracy, and it is honest if the "
+             "two differ by at most 2 standard errors of their difference.",
              "", "![accuracy against budget](images/budget_curve.png)", "",
              "| CPU | budget | layout | strong net measured | stands for (slow laptop) | plan | predicted | "
-             "accuracy (test) | wall time (s) | best recipe in that time | target | pass | measured |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    readme = ["| CPU | budget | layout | stands for on a slow AVX2 laptop | plan | accuracy (test) | best tutorial "
-              "recipe in that time |", "|---|---|---|---|---|---|---|"]
+             "accuracy (test) | CV | mean member (test) | CV honest | wall time (s) | best recipe in that time | "
+             "target | pass | measured |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    readme = ["| CPU | budget | layout | stands for on a slow AVX2 laptop | plan | accuracy (test) | CV | best "
+              "tutorial recipe in that time |", "|---|---|---|---|---|---|---|---|"]
     for p in points:
         run, plan, recipe = p["run"], p["plan"], p["recipe"]
         recipe_text = f"{recipe[0]}: {recipe[1]:.2%}" if recipe else "none fits"
@@ -386,12 +408,14 @@ def render_curve(stored: dict) -> tuple[list[str], list[str]]:
         strong = f"{p['strong']:,.0f} img/s" if p["strong"] else ""
         predicted = f"{plan['predicted_accuracy']:.2%}" if plan.get("predicted_accuracy") else ""
         planned = _plan_text(plan, run.get("epochs", ()))
-        layout = layout_text([run])
+        layout, cv = layout_text([run]), cv_text(run)
+        member = f"{run['member_accuracy']:.2%}" if run.get("member_accuracy") else ""
         lines.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {layout} | {strong} | {stands} | {planned} | "
-                     f"{predicted} | {run['accuracy']:.2%} | {run['seconds']:.0f} | {recipe_text} | {wanted} | "
-                     f"{'PASS' if p['pass'] else 'FAIL'} | {p['measured']} |")
+                     f"{predicted} | {run['accuracy']:.2%} | {cv} | {member} | {cv_honest(run)} | "
+                     f"{run['seconds']:.0f} | {recipe_text} | {wanted} | {'PASS' if p['pass'] else 'FAIL'} | "
+                     f"{p['measured']} |")
         readme.append(f"| {CLASS_TITLES[p['class']]} | {run['budget']} | {layout} | {stands} | {planned} | "
-                      f"{run['accuracy']:.2%} | {recipe_text} |")
+                      f"{run['accuracy']:.2%} | {cv} | {recipe_text} |")
     return lines + [""], readme
 
 
