@@ -21,6 +21,7 @@ import requests
 from conftest import PROJECT_ROOT, path_args, paths_under, run_cli
 from digits import kaggle, submission
 from digits.config import Paths, load_config
+from digits.errors import InputError
 from kaggle_standin import KaggleStandIn, cli_env, port_closed
 
 RULES_URL = "https://www.kaggle.com/competitions/digit-recognizer/rules"
@@ -638,3 +639,10 @@ def test_default_message_names_the_run_and_its_accuracy(tmp_path):
     assert message(Path("quick-1234abcd.csv"), paths) == "quick-1234abcd: holdout accuracy 0.9912"  # an older run
     assert message(Path("quick-1234abcd-m0_2.csv"), paths) == "quick-1234abcd-m0_2: CV 0.9850"
     assert message(Path("mine.csv"), paths) == "mine"
+
+
+def test_a_bad_retry_count_is_refused_naming_it(monkeypatch):
+    monkeypatch.setenv("DIGITS_DOWNLOAD_RETRIES", "many")
+    with pytest.raises(InputError, match=r"DIGITS_DOWNLOAD_RETRIES='many': expected a whole number of retries, such "
+                                         r"as 5"):
+        kaggle._retries()
