@@ -215,8 +215,9 @@ def plain_strong_net():
     return keras.Sequential(stack)
 
 
-def throughput(mode: str, steps: int = 200, batch_size: int = 64, config: str = "strong") -> dict:
-    """Steady-state training images/s of the strong net: `plain` model.fit float32, or `project` (the trainer).
+def throughput(mode: str, steps: int = 200, batch_size: int = 64, config: str = "strong", threads: int = 0) -> dict:
+    """Steady-state training images/s of the strong net: `plain` model.fit float32, or `project` (the trainer), on
+    `threads` intra-op threads (0: every core).
 
     Both are timed alike, by the ends of the calls into TensorFlow, after the first `WARM_STEPS` or first call.
     """
@@ -227,7 +228,7 @@ def throughput(mode: str, steps: int = 200, batch_size: int = 64, config: str = 
     from digits.member import build_model, keras, make_dataset, setup_tensorflow
 
     cfg = dataclasses.replace(load_config(config), batch_size=batch_size, mixed_precision=mode == "project")
-    setup_tensorflow(cfg, seed=1)
+    setup_tensorflow(cfg, seed=1, threads=threads)
     x_train, y_train, _, _ = mnist.load_all(mnist.fetch_idx(mnist.default_cache_dir()))
     images, labels = to_images(x_train[: steps * batch_size]), y_train[: steps * batch_size].astype(np.int32)
     ends = []
@@ -243,6 +244,50 @@ def throughput(mode: str, steps: int = 200, batch_size: int = 64, config: str = 
         per_call = cfg.steps_per_execution
     skip = min(max(1, WARM_STEPS // per_call), len(ends) - 2)  # smoke runs have few calls
     return {"images_per_second": (len(ends) - 1 - skip) * per_call * batch_size / (ends[-1] - ends[skip])}
+
+
+def members_at_once(env: dict, jobs: int, steps: int, batch_size: int) -> float:
+    """Images/s of `jobs` trainers at once, one process and cores // jobs threads each, as `digits train` runs
+    members side by side: the sum of their steady-state rates."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(throughput, "project", steps, batch_size, "strong", threads) for _ in range(jobs)]
+            return sum(future.result()["images_per_second"] for future in futures)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def training_flops(architecture: str = "strong") -> int:
+    """FLOPs to train on one image: 2 per multiply-add of each conv and dense layer, from the layer shapes, times 3
+    (the forward pass, and the backward pass's gradients of the inputs and of the weights)."""
+    from digits.models import layers, make_model
+
+    multiply_adds = 0
+    for layer in make_model(architecture).layers:
+        if isinstance(layer, layers.Conv2D):
+            _, height, width, channels = layer.output.shape
+            multiply_adds += height * width * channels * math.prod(layer.kernel_size) * layer.input.shape[-1]
+        elif isinstance(layer, layers.Dense):
+            multiply_adds += layer.input.shape[-1] * layer.units
+    return 6 * multiply_adds
+
+
+def matmul_rate(dtype: str, size: int = 4096, repeats: int = 8) -> float:
+    """GFLOP/s of TensorFlow's size x size matmul in `dtype` on every core: the rate a trainer's convolutions could
+    at best reach here."""
+    from digits.quiet import import_tensorflow
+
+    tf = import_tensorflow()
+    a, b = (tf.cast(tf.random.stateless_uniform([size, size], seed=[1, i]), dtype) for i in (0, 1))
+    tf.linalg.matmul(a, b).numpy()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        tf.linalg.matmul(a, b).numpy()
+    return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def inference(run_dir: str, rows: int = 28_000) -> dict:
@@ -368,6 +413,17 @@ def measure(cls: str, env: dict, rows: list, smoke: bool, most: int = 0, log=pri
                     figures = in_fresh_process(env, throughput, mode, steps * 64 // batch, batch)
                     pairs[mode].append(figures["images_per_second"])
             results["throughput"][str(batch)] = pairs
+        at_once = [members_at_once(env, 2, steps, 128) for _ in range(1 if smoke else min(3, most or 3))]
+        precision = in_fresh_process(env, isa_in_use)["precision"]
+        results["throughput"]["rates"] = {
+            "flops_per_image": in_fresh_process(env, training_flops),
+            "two_at_once": at_once,
+            "matmul_float32": in_fresh_process(env, matmul_rate, "float32", 1024 if smoke else 4096),
+            "matmul_trainer": in_fresh_process(env, matmul_rate, "bfloat16" if "bfloat16" in precision else "float32",
+                                               1024 if smoke else 4096),
+            "trainer_precision": "bfloat16" if "bfloat16" in precision else "float32",
+        }
+        log(f"[{cls}] two members at once: {', '.join(f'{v:,.0f}' for v in at_once)} img/s")
     if "peer" in rows:
         log(f"[{cls}] peer: the Kaggle tutorial recipe in plain Keras")
         epochs, steps = (1, 5) if smoke else (30, 640)

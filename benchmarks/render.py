@@ -16,6 +16,7 @@ from benchmarks.targets import (
     CURVE_TARGETS,
     DECISION_SEED,
     DOCS,
+    MATMUL_SHARE_TARGET,
     README,
     RECIPE_NOTES,
     RECIPE_TOLERANCE,
@@ -34,6 +35,38 @@ from digits.config import budget_seconds
 # a rendered block: its start marker, the rendered lines, its end marker, each marker a line of its own
 BLOCK = re.compile(r"^<!-- bench:(?P<name>[\w-]+) -->\n(?P<body>.*?)^<!-- /bench:(?P=name) -->$", re.S | re.M)
 MARKER = re.compile(r"^<!-- /?bench:([\w-]+) -->$", re.M)
+
+
+def render_rates(figures: dict, cls: str) -> list:
+    """The strong net's training rates in GFLOP/s, against TensorFlow's matmul rate measured in the same run."""
+    rates = figures["rates"]
+    flops, precision = rates["flops_per_image"], rates["trainer_precision"]
+    goal = MATMUL_SHARE_TARGET[cls]
+    lines = ["", f"The strong net costs {flops / 1e6:.0f} MFLOP to train on one image (2 per multiply-add of its convs "
+             "and dense layer, times 3 for the forward and backward passes). The matmul is TensorFlow's, 4096 x 4096, "
+             "on every core, in the same run.", "",
+             "| training, strong net | img/s | GFLOP/s | of the matmul rate | target | pass |",
+             "|---|---|---|---|---|---|",
+             f"| matmul, {precision} (the trainer's precision) | | {rates['matmul_trainer']:,.0f} | 100% | | |"]
+    if precision != "float32":
+        lines.append(f"| matmul, float32 | | {rates['matmul_float32']:,.0f} | | | |")
+
+    def row(name, values, matmul, target=None):
+        middle = statistics.median(values)
+        share = middle * flops / 1e9 / matmul
+        judged = [f">= {target:.0%}", "PASS" if share >= target else "FAIL"] if target else []
+        cells = [name, _spread(values, ",.0f"), f"{middle * flops / 1e9:,.0f}", f"{share:.0%}", *judged]
+        return "| " + " | ".join(cells) + " |" + " |" * (6 - len(cells))
+
+    for batch in ("64", "128"):
+        if batch in figures:
+            lines.append(row(f"plain Keras `model.fit`, float32, batch {batch}", figures[batch]["plain"],
+                             rates["matmul_float32"]))
+            lines.append(row(f"project trainer, one member, batch {batch}", figures[batch]["project"],
+                             rates["matmul_trainer"]))
+    lines.append(row("project trainer, two members at once (as planned: a process and half the cores each), "
+                     "batch 128", rates["two_at_once"], rates["matmul_trainer"], goal))
+    return lines
 
 
 def _spread(values: list, fmt: str) -> str:
@@ -146,13 +179,16 @@ def render(stored: dict) -> tuple[str, dict[str, list[str]]]:
         if "throughput" in data:
             lines += ["", "| training throughput, strong net | plain Keras `model.fit`, float32 (img/s) | "
                       "project trainer (img/s) | ratio | target | pass | measured |", "|---|---|---|---|---|---|---|"]
-            for batch, pair in data["throughput"]["figures"].items():
+            figures = data["throughput"]["figures"]
+            for batch, pair in ((b, p) for b, p in figures.items() if b != "rates"):
                 ratio = statistics.median(pair["project"]) / statistics.median(pair["plain"])
                 goal = THROUGHPUT_TARGET[cls] if batch == "64" else None
                 plain, project = _spread(pair["plain"], ",.0f"), _spread(pair["project"], ",.0f")
                 wanted, verdict = (f">= {goal}x", "PASS" if ratio >= goal else "FAIL") if goal else ("", "")
                 lines.append(f"| batch {batch} | {plain} | {project} | {ratio:.2f}x | {wanted} | {verdict} | "
                              f"{data['throughput']['date']} |")
+            if "rates" in figures:
+                lines += render_rates(figures, cls)
         if "inference" in data:
             inf = data["inference"]["figures"]
             lines += ["", f"Inference: the `quick` ensemble ({inf['members']} members) predicts {inf['rows']:,} images "

@@ -47,7 +47,8 @@ def test_bench_smoke_writes_the_report(tmp_path):
     recipe = stored[bench.RECIPES[0]]["figures"]
     assert recipe["epochs"] == [1] and recipe["params"] > 0 and 0 < recipe["accuracy"] <= 1
     for row in ("`make demo`", "peer: Kaggle tutorial recipe", f"| `{bench.RECIPES[0]}` |", "`fast`", "`quick`",
-                "| batch 64 |", "Inference:", "### Ablation", "+ `ReduceLROnPlateau`", "+ member 2 (ensemble of 2"):
+                "| batch 64 |", "two members at once", "of the matmul rate", "Inference:", "### Ablation",
+                "+ `ReduceLROnPlateau`", "+ member 2 (ensemble of 2"):
         assert row in text, row
     ablation = stored["ablation"]["figures"]
     assert [r["members"] for r in list(ablation.values())[:3]] == [1, 1, 2]
@@ -55,6 +56,27 @@ def test_bench_smoke_writes_the_report(tmp_path):
     assert len(tta["plain"]) == len(tta["tta"]) == 2 and tta["tta_seconds"] > tta["plain_seconds"]
     # the run's own saved probabilities and a fresh plain prediction agree on the first member
     assert tta["plain"][0] == pytest.approx(ablation["plateau, augmentation"]["member_accuracy"][0], abs=0.002)
+
+
+def test_the_strong_net_costs_its_multiply_adds_times_six_to_train():
+    # conv3-32, conv3-32, conv5/2-32, conv3-64, conv3-64, conv5/2-64 (valid, valid, same; 26, 24, 12, 10, 8, 4 pixels
+    # a side), conv4-128 to 1 x 1, dense 128 -> 10
+    multiply_adds = (26 * 26 * 32 * 9 + 24 * 24 * 32 * 9 * 32 + 12 * 12 * 32 * 25 * 32 + 10 * 10 * 64 * 9 * 32
+                     + 8 * 8 * 64 * 9 * 64 + 4 * 4 * 64 * 25 * 64 + 128 * 16 * 64 + 128 * 10)
+    assert bench.training_flops("strong") == 6 * multiply_adds
+
+
+def test_the_rates_table_sets_the_trainer_against_the_matmul_rate():
+    pair = {"plain": [500.0, 520.0], "project": [600.0, 610.0]}
+    rates = {"flops_per_image": 100e6, "two_at_once": [700.0, 720.0, 710.0], "matmul_float32": 100.0,
+             "matmul_trainer": 100.0, "trainer_precision": "float32"}
+    lines = render.render_rates({"64": pair, "rates": rates}, "avx2")
+    assert "| matmul, float32 (the trainer's precision) | | 100 | 100% | | |" in lines
+    assert "| plain Keras `model.fit`, float32, batch 64 | 510 (range 500-520, n=2) | 51 | 51% | | |" in lines
+    assert lines[-1].endswith("| 710 (range 700-720, n=3) | 71 | 71% | >= 70% | PASS |")
+    rates = {**rates, "matmul_trainer": 200.0, "trainer_precision": "bfloat16"}
+    lines = render.render_rates({"64": pair, "rates": rates}, "bf16")
+    assert "| matmul, float32 | | 100 | | | |" in lines and lines[-1].endswith("| 36% | >= 45% | FAIL |")
 
 
 def test_every_recipe_names_its_authors_accuracy():
