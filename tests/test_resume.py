@@ -12,9 +12,7 @@ import pandas as pd
 from conftest import PROJECT_ROOT, path_args, paths_under, run_cli
 
 EPOCHS = 3
-# the last epoch annealed: a run killed before it resumes to the same anneal
-ARGS = ["train", "--config", "tiny", "--set", f"epochs={EPOCHS}", "--set", "batch_size=128",
-        "--set", "anneal_last_epoch=true"]
+ARGS = ["train", "--config", "tiny", "--set", f"epochs={EPOCHS}", "--set", "batch_size=128"]
 
 
 def _start(paths, data, args=ARGS):

@@ -11,11 +11,10 @@ from .errors import InputError
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS_DIR = PROJECT_ROOT / "configs"
 COMPETITION = "digit-recognizer"
-ANNEAL_FLOOR = 1e-3  # anneal_last_epoch ends at this fraction of the starting rate
 # The names in digits.models.ARCHITECTURES (a test keeps them equal). Kept here so that checking a config
 # does not import Keras: bad input must fail in a second, before TensorFlow loads.
-ARCHITECTURE_NAMES = ("strong", "lite", "lenet", "lenet-tutorial", "ann-baseline", "cnn-baseline", "kaggle-rmsprop",
-                      "tf-tutorial", "simple-cnn")
+ARCHITECTURE_NAMES = ("strong", "lite", "m5", "lenet", "lenet-tutorial", "ann-baseline", "cnn-baseline",
+                      "kaggle-rmsprop", "tf-tutorial", "simple-cnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +86,6 @@ class TrainConfig:
     plateau_cooldown: int = 0
     warmup_epochs: int = 1  # linear warm-up to learning_rate before ReduceLROnPlateau takes over; 0 = none
     min_learning_rate: float = 1e-5
-    # the last epoch takes the rate by a cosine from where the plateau left it to learning_rate / 1000, as
-    # ttdoucet/mnist ends its nets; a budgeted member anneals the last epoch that fits (src/digits/member.py)
-    anneal_last_epoch: bool = False
     early_stopping_patience: int = 0  # 0 = off
     # optimizer and regularisation (tutorial recipes)
     optimizer: str = "adam"  # "adam", "sgd" or "rmsprop" (Keras defaults apart from the rate and momentum)
@@ -173,8 +169,6 @@ def validate(cfg: TrainConfig, source: str) -> TrainConfig:
         (cfg.learning_rate > 0, "learning_rate", "positive"),
         (cfg.schedule in ("plateau", "onecycle", "constant"), "schedule", "'plateau', 'onecycle' or 'constant'"),
         (0 < cfg.plateau_factor < 1, "plateau_factor", "between 0 and 1"),
-        (not cfg.anneal_last_epoch or cfg.schedule == "plateau", "anneal_last_epoch",
-         "false unless schedule is 'plateau'"),
         (cfg.max_train_rows >= 0, "max_train_rows", "0 (all) or more"),
         (bool(cfg.architectures), "architectures", "at least one name"),
         (budget_seconds(cfg.budget) is not None, "budget", "a duration such as '10m', '90s', '1.5h' or ''"),
@@ -232,9 +226,7 @@ def describe_schedule(cfg: TrainConfig) -> str:
         return (f"ReduceLROnPlateau(monitor={cfg.plateau_monitor}, factor={cfg.plateau_factor}, "
                 f"patience={cfg.plateau_patience}, min_delta={cfg.plateau_min_delta:g}, "
                 f"cooldown={cfg.plateau_cooldown}, min_lr={cfg.min_learning_rate:g}) "
-                f"from {cfg.learning_rate:g}" + (f", {cfg.warmup_epochs}-epoch warm-up" if cfg.warmup_epochs else "")
-                + (f", the last epoch annealed to {cfg.learning_rate * ANNEAL_FLOOR:g}"
-                   if cfg.anneal_last_epoch else ""))
+                f"from {cfg.learning_rate:g}" + (f", {cfg.warmup_epochs}-epoch warm-up" if cfg.warmup_epochs else ""))
     return f"{cfg.schedule} at {cfg.learning_rate:g}"
 
 

@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from . import atomic, progress, runs
 from .augment import augment, augments
-from .config import ANNEAL_FLOOR, TrainConfig, epoch_steps
+from .config import TrainConfig, epoch_steps
 from .data import to_images
 from .gpus import describe_gpu
 from .models import OneCycle, load_model, make_model, make_optimizer
@@ -124,17 +123,14 @@ def build_model(cfg: TrainConfig, architecture: str, steps_per_epoch: int, seed:
     return model
 
 
-def schedule_callbacks(cfg: TrainConfig, steps: int, state: dict | None = None) -> list:
-    """The rate schedule as callbacks: a linear warm-up, then ReduceLROnPlateau, then (if set) the annealed last
-    epoch (one-cycle is in the optimizer). `state` is the member's checkpoint state, where the anneal is recorded."""
+def schedule_callbacks(cfg: TrainConfig, steps: int) -> list:
+    """The rate schedule as callbacks: a linear warm-up, then ReduceLROnPlateau (one-cycle is in the optimizer)."""
     if cfg.schedule != "plateau":
         return []
     warm_up = [WarmUp(cfg.learning_rate, cfg.warmup_epochs * steps)] if cfg.warmup_epochs else []
-    anneal = [Anneal(cfg.learning_rate * ANNEAL_FLOOR, steps, cfg.warmup_epochs, state)] \
-        if cfg.anneal_last_epoch else []
     return warm_up + [keras.callbacks.ReduceLROnPlateau(
         monitor=cfg.plateau_monitor, factor=cfg.plateau_factor, patience=cfg.plateau_patience,
-        min_delta=cfg.plateau_min_delta, cooldown=cfg.plateau_cooldown, min_lr=cfg.min_learning_rate)] + anneal
+        min_delta=cfg.plateau_min_delta, cooldown=cfg.plateau_cooldown, min_lr=cfg.min_learning_rate)]
 
 
 def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, holdout_labels, test_pixels,
@@ -165,14 +161,13 @@ def train_member(cfg: TrainConfig, index: int, pixels, labels, holdout_pixels, h
         checkpoint.restore(model)
         log.info(f"{name}: resuming after epoch {checkpoint.state['epochs_done']}")
     first_epoch = checkpoint.state["epochs_done"]
-    schedule = schedule_callbacks(cfg, steps, checkpoint.state)
+    schedule = schedule_callbacks(cfg, steps)
     checkpoint.schedule_callbacks = schedule
     callbacks = list(schedule)  # those that change the rate or stop training act before the checkpoint records it
     if cfg.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.early_stopping_patience))
     if deadline is not None:
-        callbacks.append(Deadline(deadline, name, schedule, cfg.learning_rate, checkpoint.state,
-                                  anneal=cfg.anneal_last_epoch))
+        callbacks.append(Deadline(deadline, name, schedule, cfg.learning_rate, checkpoint.state))
     callbacks.append(checkpoint)
     if cfg.tensorboard and importlib.util.find_spec("tensorboard"):  # Keras's callback needs the package
         callbacks.append(keras.callbacks.TensorBoard(str(member_dir / runs.TENSORBOARD_DIR), write_graph=False))
@@ -238,39 +233,6 @@ class WarmUp(keras.callbacks.Callback):
         self.calls = self.model.steps_per_execution
 
 
-class Anneal(keras.callbacks.Callback):
-    """Take the last epoch's rate by a cosine, call by call, from where it stands down to `final`; stop after it.
-
-    The last epoch is the fit's last, or the one `Deadline` recorded in `state["anneal_epoch"]` as the last that
-    fits a budget (recorded with the epoch before it, so a resumed member anneals the same epoch). An epoch inside
-    the warm-up is never annealed.
-    """
-
-    def __init__(self, final: float, steps: int, warmup_epochs: int = 0, state: dict | None = None):
-        super().__init__()
-        self.final, self.steps, self.warmup_epochs = final, steps, warmup_epochs
-        self.state = {} if state is None else state
-        self.start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        last = self.state.get("anneal_epoch", self.params["epochs"] - 1)
-        self.start = None
-        if epoch == last and epoch >= self.warmup_epochs:
-            self.start = float(np.asarray(self.model.optimizer.learning_rate))
-            self.first_step = int(self.model.optimizer.iterations.numpy())
-            self.state["anneal"] = {"epoch": epoch + 1, "from": self.start, "to": self.final}
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.start is not None:  # called once per `steps_per_execution` steps; the last call reaches `final`
-            done = int(self.model.optimizer.iterations.numpy()) - self.first_step + self.model.steps_per_execution
-            cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, done / self.steps)))
-            self.model.optimizer.learning_rate.assign(self.final + (self.start - self.final) * cosine)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.start is not None:
-            self.model.stop_training = True
-
-
 class Deadline(keras.callbacks.Callback):
     """Stop training when another epoch as long as the last would end past a wall-clock deadline (the member's share
     of the budget); and re-plan: shorten the plateau's patience to the epochs that really fit, so the rate drops.
@@ -278,13 +240,11 @@ class Deadline(keras.callbacks.Callback):
     After each epoch from a fit's second, the mean seconds of its epochs but the first (which traces the model) give
     the epochs that fit (replan.replan), and `schedule`'s ReduceLROnPlateau the patience for them. Each change is
     logged and kept in the checkpoint's `state` (saved with the epoch), whence a resumed member takes it back.
-    With `anneal`, when the next epoch is the last that fits, it is recorded there for `Anneal` to take down.
     """
 
-    def __init__(self, deadline: float, name: str = "", schedule=(), rate: float = 0.0, state: dict | None = None,
-                 anneal: bool = False):
+    def __init__(self, deadline: float, name: str = "", schedule=(), rate: float = 0.0, state: dict | None = None):
         super().__init__()
-        self.deadline, self.name, self.rate, self.anneal = deadline, name, rate, anneal
+        self.deadline, self.name, self.rate = deadline, name, rate
         self.plateau = next((c for c in schedule if isinstance(c, keras.callbacks.ReduceLROnPlateau)), None)
         self.state = {} if state is None else state
 
@@ -301,9 +261,6 @@ class Deadline(keras.callbacks.Callback):
         self.seconds.append(now - self.began)
         if 2 * now - self.began > self.deadline:
             self.model.stop_training = True
-        elif (self.anneal and 3 * now - 2 * self.began > self.deadline and epoch + 2 < self.params["epochs"]
-              and "anneal_epoch" not in self.state):
-            self.state["anneal_epoch"] = epoch + 1  # the next epoch is the last that fits: Anneal takes it down
         elif self.plateau is not None and len(self.seconds) > 1:
             self._replan(epoch + 1, float(np.mean(self.seconds[1:])), self.deadline - now)
 
