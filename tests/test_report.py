@@ -40,8 +40,11 @@ def test_training_writes_the_report(trained_run):
 def test_report_command_rebuilds_from_saved_files(trained_run, tmp_path, capsys):
     _, run_dir = trained_run
     copy = tmp_path / run_dir.name  # no models, no old figures: everything is redrawn from saved files
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("*.keras", "figures", "report.html"))
+    # nor oof.npz, as in a run finished before it existed
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("*.keras", "figures", "report.html", "oof.npz"))
     assert main(["report", str(copy)]) == 0
+    rebuilt, saved = np.load(copy / "oof.npz"), np.load(run_dir / "oof.npz")
+    assert all(np.array_equal(rebuilt[key], saved[key]) for key in saved.files) and rebuilt.files == saved.files
     assert capsys.readouterr().out.strip() == str(copy / "report.html")
     for name in FIGURES:
         check_png(copy / "figures" / name)

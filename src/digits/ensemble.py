@@ -66,6 +66,15 @@ def scored_members(run_dir: Path, the_split, chosen: list[int], held_probs) -> l
     return [(i, probs) for i, probs in zip(chosen, held_probs, strict=True) if i < first]
 
 
+def rebuild_oof(run_dir: Path, members: list[int]) -> Path:
+    """oof.npz again, from `members`' saved held-out probabilities: for a run that finished before the file existed."""
+    the_split = split.load(run_dir)
+    held = [load_member(run_dir, i)[1] for i in members]
+    target = runs.oof_file(run_dir)
+    split.save_oof(target, the_split, split.out_of_fold(the_split, scored_members(run_dir, the_split, members, held)))
+    return target
+
+
 def _metrics(run_dir, infos, the_split, oof, scored, held_probs) -> dict:
     from sklearn.metrics import precision_recall_fscore_support
 

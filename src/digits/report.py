@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, manifest, runs, split
+from . import atomic, ensemble, manifest, runs, split
 from .errors import InputError
 
 SAMPLES_PER_CLASS = 10
@@ -74,7 +74,9 @@ def load_run(run_dir: Path) -> dict:
     unfinished = "the run has not finished; finish it with `digits train --resume RUN`"
     metrics = json.loads(_need(run_dir / runs.METRICS_FILE, unfinished).read_text())
     _need(run_dir / runs.HOLDOUT_FILE, "not a run folder")
-    the_split, oof = split.load(run_dir), np.load(_need(runs.oof_file(run_dir), unfinished))
+    if not runs.oof_file(run_dir).is_file():  # finished before oof.npz existed: rebuilt from the members' files
+        ensemble.rebuild_oof(run_dir, [member["index"] for member in metrics["members"]])
+    the_split, oof = split.load(run_dir), np.load(runs.oof_file(run_dir))
     position = np.searchsorted(the_split.rows, oof["row"])  # the scored rows' places in the split
     labels, probs = oof["label"].astype(np.int64), oof["probs"]
     members = []
