@@ -13,8 +13,8 @@ CONFIGS_DIR = PROJECT_ROOT / "configs"
 COMPETITION = "digit-recognizer"
 # The names in digits.models.ARCHITECTURES (a test keeps them equal). Kept here so that checking a config
 # does not import Keras: bad input must fail in a second, before TensorFlow loads.
-ARCHITECTURE_NAMES = ("strong", "lite", "m5", "lenet", "lenet-tutorial", "ann-baseline", "cnn-baseline",
-                      "kaggle-rmsprop", "tf-tutorial", "simple-cnn")
+ARCHITECTURE_NAMES = ("strong", "lite", "lenet", "lenet-tutorial", "ann-baseline", "cnn-baseline", "kaggle-rmsprop",
+                      "tf-tutorial", "simple-cnn")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,15 +98,6 @@ def _lite():
     return stack + _conv_bn(96, 3) + [layers.Flatten(), layers.Dropout(0.3)]
 
 
-def _m5(widths=(16, 32, 48, 64, 80)):
-    """An et al.'s M5 shape at `strong`'s cost: five unpadded conv5-BN layers (28 down to 8 pixels), no pooling or
-    stride, then the flattened 8 x 8 maps."""
-    stack = []
-    for filters in widths:
-        stack += _conv_bn(filters, 5)
-    return stack + [layers.Flatten(), layers.Dropout(0.3)]
-
-
 # The tutorial recipes of seed-recipes.md (configs/recipes/): each body stops before its Dense 10 softmax head.
 
 
@@ -177,7 +168,6 @@ def _simple_cnn():
 ARCHITECTURES = {
     "strong": _strong,
     "lite": _lite,
-    "m5": _m5,
     "lenet": _lenet,
     "lenet-tutorial": _lenet_tutorial,
     "ann-baseline": _ann_baseline,
