@@ -50,7 +50,7 @@ def train_steps(net: str, steps: int, batch_size: int, threads: int = 0) -> floa
 OP_KINDS = [
     ("tf.data: the warp", lambda t, n: t == "ImageProjectiveTransformV3"),
     ("tf.data: the rest (gather, batching, the pipeline)", lambda t, n: "/" not in n or t == "Dataset"),
-    ("optimizer update", lambda t, n: "adam" in n.lower() or "rmsprop" in n.lower() or "/sgd" in n.lower()),
+    ("optimizer update", lambda t, n: re.search(r"/(adam|rmsprop|sgd)/", n.lower()) is not None),
     ("dropout (masks and their gradients)", lambda t, n: "dropout" in n),
     ("convolution, backprop-filter", lambda t, n: "BackpropFilter" in t),
     ("convolution, backprop-input", lambda t, n: "BackpropInput" in t),
