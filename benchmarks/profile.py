@@ -58,6 +58,7 @@ OP_KINDS = [
     ("batch norm, backward", lambda t, n: "BatchNormGrad" in t),
     ("batch norm, forward", lambda t, n: "BatchNorm" in t),
     ("ReLU gradient", lambda t, n: t == "ReluGrad"),
+    ("max pooling, forward and backward", lambda t, n: "MaxPool" in t),
     ("dense layer, softmax, loss, metrics", lambda t, n: "MatMul" in t or "softmax" in n.lower() or "loss" in n
      or "compile_metrics" in n or "accuracy" in n),
     ("casts (bfloat16 <-> float32)", lambda t, n: t == "Cast"),
