@@ -7,6 +7,7 @@ off); a real AVX2-only CPU keeps its rows apart, as the class avx2-native.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
@@ -65,16 +66,22 @@ def cpu_classes() -> dict:
     return {"avx2": {}}
 
 
-def in_fresh_process(env: dict, func, *args):
-    """`func(*args)` in a new interpreter whose environment adds `env`: clean TensorFlow state, oneDNN set anew."""
+@contextlib.contextmanager
+def environment(env: dict):
+    """os.environ with `env` added, for the processes started inside; as it was afterwards."""
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return pool.submit(func, *args).result()
+        yield
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def in_fresh_process(env: dict, func, *args):
+    """`func(*args)` in a new interpreter whose environment adds `env`: clean TensorFlow state, oneDNN set anew."""
+    with environment(env), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(func, *args).result()
 
 
 def isa_in_use() -> dict:
@@ -250,15 +257,9 @@ def members_at_once(env: dict, jobs: int, steps: int, batch_size: int) -> float:
     """Images/s of `jobs` trainers at once, one process and cores // jobs threads each, as `digits train` runs
     members side by side: the sum of their steady-state rates."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(throughput, "project", steps, batch_size, "strong", threads) for _ in range(jobs)]
-            return sum(future.result()["images_per_second"] for future in futures)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with environment(env), ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(throughput, "project", steps, batch_size, "strong", threads) for _ in range(jobs)]
+        return sum(future.result()["images_per_second"] for future in futures)
 
 
 def training_flops(architecture: str = "strong") -> int:
