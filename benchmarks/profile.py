@@ -23,8 +23,8 @@ CHILD = "DIGITS_PROFILE_CHILD"
 _LINE = re.compile(r"^onednn_verbose,(?:v\d+,)?(?:primitive,)?exec,cpu,([^,]+),([^,]*),([^,]*),.*,([\d.]+)$")
 
 
-def train_steps(net: str, steps: int, batch_size: int, threads: int = 0) -> float:
-    """Train `net` on `steps` batches of MNIST as a member does; the wall seconds of all but the first call."""
+def _member(net: str, steps: int, batch_size: int, threads: int, epochs: int = 1):
+    """The config, the compiled `net` and `epochs` x `steps` batches of MNIST, as a member trains them."""
     import dataclasses
 
     import numpy as np
@@ -32,17 +32,24 @@ def train_steps(net: str, steps: int, batch_size: int, threads: int = 0) -> floa
     from digits import mnist
     from digits.config import load_config
     from digits.data import to_images
-    from digits.member import build_model, keras, make_dataset, setup_tensorflow
+    from digits.member import build_model, make_dataset, setup_tensorflow
 
     cfg = dataclasses.replace(load_config("quick"), batch_size=batch_size)
     setup_tensorflow(cfg, seed=1, threads=threads)
     x_train, y_train, _, _ = mnist.load_all(mnist.fetch_idx(mnist.default_cache_dir()))
     images, labels = to_images(x_train[: steps * batch_size]), y_train[: steps * batch_size].astype(np.int32)
+    return cfg, build_model(cfg, net, steps), make_dataset(images, labels, cfg, 1, 0, epochs)
+
+
+def train_steps(net: str, steps: int, batch_size: int, threads: int = 0) -> tuple[float, int]:
+    """Train `net` on `steps` batches as a member does: the wall seconds of all but the first call, and their steps."""
+    from digits.member import keras
+
+    cfg, model, dataset = _member(net, steps, batch_size, threads)
     ends = []
     clock = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_, **__: ends.append(time.perf_counter()))
-    model = build_model(cfg, net, steps)
     print("PROFILE_START", flush=True)
-    model.fit(make_dataset(images, labels, cfg, 1, 0, 1), steps_per_epoch=steps, callbacks=[clock], verbose=0)
+    model.fit(dataset, steps_per_epoch=steps, callbacks=[clock], verbose=0)
     return ends[-1] - ends[0], (len(ends) - 1) * cfg.steps_per_execution
 
 
@@ -66,26 +73,16 @@ OP_KINDS = [
 
 
 def op_times(net: str, steps: int, batch_size: int, threads: int = 0) -> dict:
-    """Train `net` as a member does, then `steps` more steps under TensorFlow's profiler: busy microseconds by kind."""
-    import dataclasses
+    """Train `net` as a member does, two calls unprofiled, then the rest of `steps` under TensorFlow's profiler:
+    busy microseconds by kind."""
     import glob
     import json
     import tempfile
 
-    import numpy as np
+    from digits.member import tf
 
-    from digits import mnist
-    from digits.config import load_config
-    from digits.data import to_images
-    from digits.member import build_model, make_dataset, setup_tensorflow, tf
-
-    cfg = dataclasses.replace(load_config("quick"), batch_size=batch_size)
-    setup_tensorflow(cfg, seed=1, threads=threads)
-    x_train, y_train, _, _ = mnist.load_all(mnist.fetch_idx(mnist.default_cache_dir()))
-    images, labels = to_images(x_train[: steps * batch_size]), y_train[: steps * batch_size].astype(np.int32)
-    model = build_model(cfg, net, steps)
+    cfg, model, dataset = _member(net, steps, batch_size, threads, epochs=2)
     warm = 2 * cfg.steps_per_execution
-    dataset = make_dataset(images, labels, cfg, 1, 0, 2)
     model.fit(dataset, steps_per_epoch=warm, verbose=0)  # tracing and oneDNN's first calls, not profiled
     with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
