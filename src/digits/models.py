@@ -1,12 +1,57 @@
 """The model factory: every network the configs can name, built as a Keras `Sequential`."""
 
+import functools
 import math
+import os
+from pathlib import Path
 
 from .quiet import import_tensorflow
 
 tf = import_tensorflow()
 import keras  # noqa: E402  (after TensorFlow, quietly imported)
 from keras import layers  # noqa: E402
+
+
+@functools.cache
+def stats_by_matmul() -> bool:
+    """Whether oneDNN trains batch norm with its AVX2 kernels (an x86 CPU without AVX-512, or one capped to AVX2),
+    whose forward pass is 2x slower than two matrix-vector products and a multiply-add (PERFORMANCE.md, issue 39)."""
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" or tf.config.list_physical_devices("GPU"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    if isa.startswith(("AVX2", "AVX", "SSE")) and not isa.startswith("AVX512") and not isa.startswith("AVX10"):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx2" in flags and " avx512f" not in flags
+
+
+def batch_norm_by_matmul(x, gamma, beta, epsilon: float):
+    """Training-mode batch norm (channels last, float32) as the fused op computes it: the batch's mean and variance
+    by two matrix-vector products, one multiply-add to normalize, and the fused op's training-mode gradient.
+    Returns the outputs, the mean and the variance corrected as the fused op's (n / (n - 1))."""
+
+    @tf.custom_gradient
+    def batch_norm(x, gamma, beta):
+        flat = tf.reshape(x, [-1, x.shape[-1]])
+        count = tf.cast(tf.shape(flat)[0], tf.float32)
+        weights = tf.fill(tf.stack([1, tf.shape(flat)[0]]), 1.0 / count)
+        mean = tf.matmul(weights, flat)[0]
+        variance = tf.maximum(tf.matmul(weights, tf.square(flat))[0] - tf.square(mean), 0.0)
+        scale = gamma * tf.math.rsqrt(variance + epsilon)
+        outputs = x * scale + (beta - mean * scale)
+
+        def grad(d_outputs, d_mean, d_variance):
+            d_x, d_gamma, d_beta, _, _ = tf.raw_ops.FusedBatchNormGradV3(
+                y_backprop=d_outputs, x=x, scale=gamma, reserve_space_1=mean, reserve_space_2=variance,
+                reserve_space_3=tf.zeros([0]), epsilon=epsilon, is_training=True)
+            return d_x, d_gamma, d_beta
+
+        return (outputs, mean, variance * count / tf.maximum(count - 1.0, 1.0)), grad
+
+    return batch_norm(x, gamma, beta)
 
 
 @keras.saving.register_keras_serializable(package="digits")
@@ -33,8 +78,12 @@ class FusedBatchNorm(layers.Layer):
                 inputs, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
                 epsilon=self.epsilon, is_training=False)
             return outputs
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+        if inputs.dtype == tf.float32 and stats_by_matmul():
+            outputs, mean, variance = batch_norm_by_matmul(
+                inputs, tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta), self.epsilon)
+        else:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
         self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1 - self.momentum))
         return outputs
