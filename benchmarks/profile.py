@@ -63,7 +63,7 @@ OP_KINDS = [
     ("convolution, backprop-input", lambda t, n: "BackpropInput" in t),
     ("convolution, forward (with bias and ReLU)", lambda t, n: "Conv2D" in t),
     ("batch norm, backward", lambda t, n: "BatchNormGrad" in t),
-    ("batch norm, forward", lambda t, n: "BatchNorm" in t),
+    ("batch norm, forward (and its statistics by matmul)", lambda t, n: "BatchNorm" in t or "fused_batch_norm" in n),
     ("ReLU gradient", lambda t, n: t == "ReluGrad"),
     ("max pooling, forward and backward", lambda t, n: "MaxPool" in t),
     ("dense layer, softmax, loss, metrics", lambda t, n: "MatMul" in t or "softmax" in n.lower() or "loss" in n
