@@ -44,7 +44,8 @@ def test_fused_batch_norm_matches_keras_batch_normalization(tmp_path, monkeypatc
 def test_batch_norm_by_matmul_matches_the_fused_op_and_its_gradient():
     rng = np.random.default_rng(2)
     x = tf.constant(np.maximum(rng.normal(0.3, 1.0, (32, 7, 7, 16)), 0.0).astype(np.float32))  # as after a ReLU
-    gamma, beta = tf.constant(rng.uniform(0.5, 1.5, 16).astype(np.float32)), tf.constant(rng.normal(size=16), tf.float32)
+    gamma = tf.constant(rng.uniform(0.5, 1.5, 16).astype(np.float32))
+    beta = tf.constant(rng.normal(size=16), tf.float32)
     d_out = tf.constant(rng.normal(size=x.shape).astype(np.float32))
 
     def outputs_and_gradients(batch_norm):
@@ -57,7 +58,7 @@ def test_batch_norm_by_matmul_matches_the_fused_op_and_its_gradient():
         return tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=epsilon, is_training=True)
 
     for got, want, name in zip(outputs_and_gradients(batch_norm_by_matmul), outputs_and_gradients(fused),
-                               ["outputs", "mean", "variance", "d_x", "d_gamma", "d_beta"]):
+                               ["outputs", "mean", "variance", "d_x", "d_gamma", "d_beta"], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(tf.reduce_max(tf.abs(want))), err_msg=name)
 
 
@@ -75,7 +76,7 @@ def test_stats_by_matmul_only_where_onednn_trains_with_its_avx2_kernels(monkeypa
     assert stats_by_matmul.__wrapped__() is expected
 
 
-def test_a_net_trained_with_stats_by_matmul_repeats_its_bytes(monkeypatch):
+def test_a_net_trained_with_stats_by_matmul_learns_its_scale_and_repeats_its_bytes(monkeypatch):
     monkeypatch.setattr(models, "stats_by_matmul", lambda: True)
     rng = np.random.default_rng(3)
     x, y = rng.random((64, 28, 28, 1), np.float32), rng.integers(0, 10, 64)
@@ -85,6 +86,8 @@ def test_a_net_trained_with_stats_by_matmul_repeats_its_bytes(monkeypatch):
         model = make_model("lite")
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        norm = next(layer for layer in model.layers if isinstance(layer, FusedBatchNorm))
+        assert not np.allclose(norm.gamma, 1.0) and not np.allclose(norm.beta, 0.0)  # their gradients reached them
         return b"".join(np.asarray(w).tobytes() for w in model.get_weights())
 
     assert trained_weights() == trained_weights()

@@ -19,7 +19,7 @@ def stats_by_matmul() -> bool:
     if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" or tf.config.list_physical_devices("GPU"):
         return False
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    if isa.startswith(("AVX2", "AVX", "SSE")) and not isa.startswith("AVX512") and not isa.startswith("AVX10"):
+    if isa.startswith(("AVX", "SSE")) and not isa.startswith(("AVX512", "AVX10")):
         return True
     try:
         flags = Path("/proc/cpuinfo").read_text()
