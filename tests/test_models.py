@@ -70,10 +70,17 @@ def test_batch_norm_by_matmul_matches_the_fused_op_and_its_gradient():
     ({"ONEDNN_MAX_CPU_ISA": "AVX2", "TF_ENABLE_ONEDNN_OPTS": "0"}, False),
 ])
 def test_stats_by_matmul_only_where_onednn_trains_with_its_avx2_kernels(monkeypatch, environ, expected):
+    monkeypatch.setattr(models.tf.config, "list_physical_devices", lambda kind=None: [])  # as on a CPU-only machine
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     assert stats_by_matmul.__wrapped__() is expected
+
+
+def test_stats_by_matmul_is_off_where_a_gpu_trains(monkeypatch):
+    monkeypatch.setattr(models.tf.config, "list_physical_devices", lambda kind=None: ["GPU:0"])
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert stats_by_matmul.__wrapped__() is False
 
 
 def test_a_net_trained_with_stats_by_matmul_learns_its_scale_and_repeats_its_bytes(monkeypatch):
